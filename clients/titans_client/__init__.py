@@ -1,0 +1,1 @@
+"""Python SDK and `titans` CLI for Titans Serve. Not built yet: see the issues."""

@@ -1,0 +1,143 @@
+"""NeuralMemory: streaming equals one shot, causal, reaches far back, batch-independent."""
+
+import pytest
+import torch
+
+from titans_core.memory import MemoryState, NeuralMemory
+
+
+def make_memory(dtype=torch.float32, **overrides):
+    settings = dict(dim=24, heads=2, depth=2, expansion=2, chunk_size=8, max_lr=0.2) | overrides
+    return NeuralMemory(**settings).to(dtype)
+
+
+def run_in_pieces(memory, x, cuts):
+    outputs, state = [], None
+    for start, end in zip([0, *cuts], [*cuts, x.shape[1]]):
+        y, state = memory(x[:, start:end], state)
+        outputs.append(y)
+    return torch.cat(outputs, dim=1), state
+
+
+def assert_states_close(a: MemoryState, b: MemoryState, atol):
+    assert a.position == b.position
+    assert (a.open_chunk is None) == (b.open_chunk is None)
+    for x, y in zip(a.tensors(), b.tensors(), strict=True):
+        assert x.shape == y.shape
+        assert (x - y).abs().max() < atol
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("decay", [True, False])
+def test_random_splits_and_token_by_token_equal_one_shot(momentum, decay):
+    memory = make_memory(use_momentum=momentum, use_decay=decay)
+    x = torch.randn(2, 45, 24)
+    with torch.inference_mode():
+        y_once, state_once = memory(x)
+        cuts = sorted(torch.randperm(44)[:6].add(1).tolist())
+        y_split, state_split = run_in_pieces(memory, x, cuts)
+        y_tokens, state_tokens = run_in_pieces(memory, x, list(range(1, 45)))
+    assert state_once.position == 45 and state_once.open_chunk.length == 45 % 8
+    for y, state in ((y_split, state_split), (y_tokens, state_tokens)):
+        assert (y - y_once).abs().max() < 1e-4
+        assert_states_close(state, state_once, 1e-4)
+
+
+def test_continuing_after_a_chunk_boundary_split():
+    memory = make_memory()
+    x = torch.randn(1, 40, 24)
+    with torch.no_grad():
+        y_once, _ = memory(x)
+        y_split, state = run_in_pieces(memory, x, [16, 24])
+    assert (y_split - y_once).abs().max() < 1e-4
+
+
+def test_outputs_are_causal():
+    memory = make_memory(dtype=torch.float64)
+    x = torch.randn(1, 40, 24, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, 21] += torch.randn(24, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = memory(x)
+        y_changed, _ = memory(changed)
+    assert torch.equal(y[:, :21], y_changed[:, :21])
+    assert (y[:, 21] - y_changed[:, 21]).abs().max() > 1e-3
+
+
+def test_a_change_at_token_zero_reaches_far_beyond_the_convolution():
+    memory = make_memory(dtype=torch.float64)
+    x = torch.randn(1, 300, 24, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, 0] = torch.randn(24, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = memory(x)
+        y_changed, _ = memory(changed)
+    # Token 299 is 37 chunks and ~75 convolution spans after token 0: only the memory links them.
+    assert (y[:, 299] - y_changed[:, 299]).abs().max() > 1e-6
+
+
+def test_samples_do_not_depend_on_each_other():
+    memory = make_memory()
+    x = torch.randn(3, 30, 24)
+    with torch.no_grad():
+        y_batch, state_batch = memory(x)
+        for i in range(3):
+            y_alone, state_alone = memory(x[i : i + 1])
+            assert (y_batch[i : i + 1] - y_alone).abs().max() < 1e-5
+            assert_states_close(state_batch.map(lambda t, i=i: t[i : i + 1]), state_alone, 1e-5)
+
+
+def test_state_size_stays_flat_as_the_stream_grows():
+    memory = make_memory()
+    with torch.no_grad():
+        _, short = memory(torch.randn(1, 16, 24))
+        _, long = memory(torch.randn(1, 160, 24))
+        _, mid_chunk = memory(torch.randn(1, 163, 24))
+    assert short.nbytes() == long.nbytes()
+    assert mid_chunk.open_chunk.length == 3 and mid_chunk.nbytes() > long.nbytes()
+
+
+def test_training_gets_gradients_for_every_parameter():
+    memory = make_memory()
+    x = torch.randn(2, 20, 24, requires_grad=True)
+    y, state = memory(x)
+    (y.square().mean() + sum(w.square().mean() for w in state.weights)).backward()
+    for name, parameter in memory.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+        assert parameter.grad.abs().max() > 0, name
+    assert x.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize(
+    "x, name",
+    [
+        (torch.randn(20, 24), "x"),
+        (torch.randn(1, 20, 23), "x"),
+        (torch.ones(1, 20, 24, dtype=torch.long), "x"),
+    ],
+)
+def test_bad_input_raises_value_error(x, name):
+    with pytest.raises(ValueError, match=name):
+        make_memory()(x)
+
+
+def test_a_state_of_another_batch_size_is_refused():
+    memory = make_memory()
+    with torch.no_grad():
+        _, state = memory(torch.randn(2, 5, 24))
+        with pytest.raises(ValueError, match="batch"):
+            memory(torch.randn(3, 5, 24), state)
+
+
+@pytest.mark.parametrize(
+    "settings, name",
+    [
+        ({"dim": 24, "heads": 5}, "heads"),
+        ({"dim": 24, "chunk_size": 0}, "chunk_size"),
+        ({"dim": 24, "depth": 0}, "depth"),
+        ({"dim": 24, "max_lr": 0.0}, "max_lr"),
+    ],
+)
+def test_bad_settings_raise_value_error(settings, name):
+    with pytest.raises(ValueError, match=name):
+        NeuralMemory(**settings)

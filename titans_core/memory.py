@@ -1,0 +1,167 @@
+"""The neural long-term memory module: projections, gates and a test-time-trained MLP per head.
+
+``y, state = NeuralMemory(...)(x, state)`` reads and writes the memory for every token of ``x``.
+Feeding a sequence at once, in pieces, or token by token gives the same outputs and state: chunk
+boundaries are absolute positions in the stream, and the state carries the open chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from titans_core._validation import describe
+from titans_core.ops import OpenChunk, memory_stream
+
+
+@dataclass
+class MemoryState:
+    """What continuing a stream needs, batched along dimension 0 of every tensor.
+
+    ``weights`` and ``momentum`` are the memory at the start of the open chunk (``[B, H, d_in,
+    d_out]`` per layer; momentum None without momentum); ``open_chunk`` the rows of that chunk so far
+    (None at a chunk boundary); ``conv_tail`` the last ``kernel - 1`` projections before the causal
+    convolution (``[B, kernel - 1, 3 * heads * head_dim]``); ``position`` the tokens consumed so far.
+    """
+
+    weights: list[Tensor]
+    momentum: list[Tensor] | None
+    open_chunk: OpenChunk | None
+    conv_tail: Tensor
+    position: int
+
+    def tensors(self) -> list[Tensor]:
+        """Every tensor held."""
+        chunk = [] if self.open_chunk is None else self.open_chunk.tensors()
+        return [*self.weights, *(self.momentum or []), *chunk, self.conv_tail]
+
+    def nbytes(self) -> int:
+        """Bytes held by the state's tensors (what storing or moving it costs)."""
+        return sum(t.numel() * t.element_size() for t in self.tensors())
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> MemoryState:
+        """The same state with ``fn`` applied to every tensor (``detach``, ``to(device)``, slicing)."""
+        return MemoryState(
+            [fn(w) for w in self.weights],
+            None if self.momentum is None else [fn(s) for s in self.momentum],
+            None if self.open_chunk is None else self.open_chunk.map(fn),
+            fn(self.conv_tail),
+            self.position,
+        )
+
+
+class NeuralMemory(nn.Module):
+    """Titans' neural long-term memory (Behrouz et al., 2025, §3.1) with exact chunked updates.
+
+    Per token: ``q, k, v`` from linear projections, each through a causal depthwise convolution and
+    SiLU, with ``q`` and ``k`` L2-normalised per head; gates ``theta`` in ``(0, max_lr)``, ``eta`` and
+    ``alpha`` in ``(0, 1)``. Each head's memory is an MLP (``depth`` layers, hidden size
+    ``expansion * head_dim``) starting from learned weights; its reads are RMS-normalised per head
+    and projected back to ``dim``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 1,
+        depth: int = 2,
+        expansion: int = 4,
+        chunk_size: int = 64,
+        use_momentum: bool = True,
+        use_decay: bool = True,
+        head_dim: int | None = None,
+        max_lr: float = 0.1,
+        conv_kernel: int = 4,
+    ):
+        super().__init__()
+        for name, value in (
+            ("dim", dim),
+            ("heads", heads),
+            ("depth", depth),
+            ("expansion", expansion),
+            ("chunk_size", chunk_size),
+            ("conv_kernel", conv_kernel),
+        ):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if head_dim is None:
+            if dim % heads:
+                raise ValueError(f"dim ({dim}) must be divisible by heads ({heads}) unless head_dim is given")
+            head_dim = dim // heads
+        if not (isinstance(head_dim, int) and head_dim >= 1):
+            raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
+        if not max_lr > 0:
+            raise ValueError(f"max_lr must be positive, got {max_lr!r}")
+        self.dim, self.heads, self.head_dim = dim, heads, head_dim
+        self.chunk_size, self.max_lr = chunk_size, max_lr
+        self.use_momentum, self.use_decay = use_momentum, use_decay
+        inner = heads * head_dim
+        self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.conv = nn.Conv1d(3 * inner, 3 * inner, conv_kernel, groups=3 * inner)
+        self.to_gates = nn.Linear(dim, heads * (1 + use_momentum + use_decay))
+        sizes = [head_dim] + [expansion * head_dim] * (depth - 1) + [head_dim]
+        self.initial_weights = nn.ParameterList(
+            nn.Parameter(torch.randn(heads, d_in, d_out) / d_in**0.5)
+            for d_in, d_out in zip(sizes[:-1], sizes[1:])
+        )
+        self.norm = nn.RMSNorm(head_dim)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+        with torch.no_grad():
+            # Start with small steps, strong momentum and little forgetting.
+            bias = self.to_gates.bias.view(-1, heads)
+            bias[0].fill_(-2.0)
+            bias[1:].copy_(torch.tensor([2.0] * use_momentum + [-6.0] * use_decay).unsqueeze(-1))
+
+    def initial_state(
+        self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> MemoryState:
+        """The state before any token: the learned initial memory, zero momentum, no open chunk."""
+        weights = [
+            w.to(device=device, dtype=dtype).expand(batch_size, *w.shape) for w in self.initial_weights
+        ]
+        momentum = [torch.zeros_like(w) for w in weights] if self.use_momentum else None
+        tail = torch.zeros(
+            batch_size,
+            self.conv.kernel_size[0] - 1,
+            self.conv.in_channels,
+            device=device,
+            dtype=dtype or self.to_qkv.weight.dtype,
+        )
+        return MemoryState(weights, momentum, None, tail, 0)
+
+    def forward(self, x: Tensor, state: MemoryState | None = None) -> tuple[Tensor, MemoryState]:
+        """Read and update the memory for ``x`` ``[B, T, dim]``; returns ``[B, T, dim]`` and the new state."""
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
+            raise ValueError(f"x must be a floating tensor [B, T, {self.dim}], got {describe(x)}")
+        batch, length, _ = x.shape
+        if state is None:
+            state = self.initial_state(batch, x.device, x.dtype)
+        elif state.conv_tail.shape[0] != batch:
+            raise ValueError(f"state holds a batch of {state.conv_tail.shape[0]}, x has {batch}")
+        q, k, v, tail = self._qkv(x, state.conv_tail)
+        theta, eta, alpha = self._gates(x)
+        y, weights, momentum, open_chunk = memory_stream(
+            q, k, v, theta, eta, alpha, state.weights, state.momentum, self.chunk_size, state.open_chunk
+        )
+        y = self.to_out(self.norm(y).transpose(1, 2).reshape(batch, length, -1))
+        return y, MemoryState(weights, momentum, open_chunk, tail, state.position + length)
+
+    def _qkv(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Projections through the causal depthwise convolution, continuing from ``tail``."""
+        padded = torch.cat([tail, self.to_qkv(x)], dim=1)
+        mixed = F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups)
+        heads = F.silu(mixed).unflatten(1, (3, self.heads, self.head_dim)).permute(1, 0, 2, 4, 3)
+        q, k, v = heads.unbind(0)
+        new_tail = padded[:, padded.shape[1] - tail.shape[1] :]
+        return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, new_tail
+
+    def _gates(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        gates = torch.sigmoid(self.to_gates(x)).unflatten(-1, (-1, self.heads)).permute(2, 0, 3, 1)
+        theta = gates[0] * self.max_lr
+        eta = gates[1] if self.use_momentum else None
+        alpha = gates[1 + self.use_momentum] if self.use_decay else None
+        return theta, eta, alpha

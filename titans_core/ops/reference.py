@@ -1,0 +1,54 @@
+"""The neural-memory definition, token by token with autograd: slow, obvious, and the oracle.
+
+Every fast path (:func:`titans_core.ops.memory_update`, streaming, decode, CUDA) is tested against
+this function on fresh random inputs. It keeps the autograd graph (``create_graph=True``), so the
+gradients of a loss on its outputs are the exact gradients the fast path must reproduce.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def memory_mlp(x: Tensor, weights: list[Tensor]) -> Tensor:
+    """``M(x) = silu(...silu(x W_1)...) W_L`` batched over the leading dimensions."""
+    for w in weights[:-1]:
+        x = torch.nn.functional.silu(x @ w)
+    return x @ weights[-1]
+
+
+def memory_update_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    theta: Tensor,
+    eta: Tensor | None,
+    alpha: Tensor | None,
+    weights: list[Tensor],
+    momentum: list[Tensor] | None,
+    chunk_size: int,
+) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
+    """Same contract as :func:`titans_core.ops.memory_update`, computed by the definition."""
+    total = q.shape[-2]
+    zeros = torch.zeros_like(theta)
+    eta = zeros if eta is None else eta
+    alpha = zeros if alpha is None else alpha
+    with_momentum = momentum is not None
+    surprise = list(momentum) if with_momentum else [torch.zeros_like(w) for w in weights]
+    weights = list(weights)
+    outputs = []
+    with torch.enable_grad():
+        for t in range(total):
+            if t % chunk_size == 0:
+                chunk_start = [w if w.requires_grad else w.detach().requires_grad_() for w in weights]
+                weights = chunk_start
+            row = (..., slice(t, t + 1), slice(None))
+            loss = (memory_mlp(k[row], chunk_start) - v[row]).pow(2).sum()
+            grads = torch.autograd.grad(loss, chunk_start, create_graph=True)
+            gate = (..., t, None, None)
+            surprise = [eta[gate] * s - theta[gate] * u for s, u in zip(surprise, grads)]
+            weights = [(1 - alpha[gate]) * w + s for w, s in zip(weights, surprise)]
+            outputs.append(memory_mlp(q[row], weights))
+    y = torch.cat(outputs, dim=-2)
+    return y, weights, surprise if with_momentum else None
