@@ -153,11 +153,14 @@ class NeuralMemory(nn.Module):
     def _qkv(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Projections through the causal depthwise convolution, continuing from ``tail``."""
         padded = torch.cat([tail, self.to_qkv(x)], dim=1)
-        mixed = F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias, groups=self.conv.groups)
-        heads = F.silu(mixed).unflatten(1, (3, self.heads, self.head_dim)).permute(1, 0, 2, 4, 3)
-        q, k, v = heads.unbind(0)
-        new_tail = padded[:, padded.shape[1] - tail.shape[1] :]
-        return F.normalize(q, dim=-1), F.normalize(k, dim=-1), v, new_tail
+        length, kernel = x.shape[1], self.conv.kernel_size[0]
+        # Depthwise and short: a sum of shifted products beats a conv kernel call at decode sizes.
+        mixed = self.conv.bias.expand_as(padded[:, :length])
+        for shift in range(kernel):
+            mixed = torch.addcmul(mixed, padded[:, shift : shift + length], self.conv.weight[:, 0, shift])
+        heads = F.silu(mixed).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+        qk = F.normalize(heads[:2], dim=-1)
+        return qk[0], qk[1], heads[2], padded[:, padded.shape[1] - tail.shape[1] :]
 
     def _gates(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         gates = torch.sigmoid(self.to_gates(x)).unflatten(-1, (-1, self.heads)).permute(2, 0, 3, 1)

@@ -11,16 +11,17 @@ Every ``u_t`` of a chunk is taken at the same weights, and each layer's gradient
 product ``x_t^T delta_t`` of the layer's input and the back-propagated residual at that input. So
 ``M_t = beta_t M_{t0} + f_t S_{t0} - sum_j G[t, j] x_j^T delta_j`` with scalar gate coefficients, and
 reading ``M_t(q_t)`` layer by layer is attention-like: ``(tril(A X^T) * G) Delta``. The coefficients
-are products of gates over spans of the chunk; they are computed as segment products by cumprod
-(exact with gates of exactly 0 or 1, no division, no log of zero).
+are products of gates over spans of the chunk, computed as segment products by cumprod (exact with
+gates of exactly 0 or 1: no division, no log of zero).
 
-Streaming: a chunk may be left open (the input ended mid-chunk). The open chunk keeps each row's
-gradient factors at the chunk-start weights, so a later call (or one decode step) continues with
-exactly the numbers the one-shot computation gives.
+Streaming: a chunk may be left open (the input ended mid-chunk). :class:`OpenChunk` keeps the
+current memory in that factored form, so a later call (or a one-token decode step) continues with
+exactly the numbers of the one-shot computation, and closing the chunk is one matmul per layer.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,37 +33,45 @@ from titans_core._validation import describe
 
 @dataclass
 class OpenChunk:
-    """The rows of a chunk in progress, as continuing it needs them.
+    """A chunk in progress: the current memory, factored over the memory at the chunk start::
 
-    ``inputs[l]`` / ``deltas[l]``: layer ``l``'s input at each key and the loss gradient with respect
-    to that layer's output (pre-activation), both taken at the chunk-start weights; shapes
-    ``[B, H, p, d_in_l]`` and ``[B, H, p, d_out_l]``. Gates are ``[B, H, p]``; ``eta`` is None without
-    momentum and ``alpha`` None without decay.
+        W_l = beta W0_l + f S0_l - sum_j g_j x_lj^T delta_lj      (weights)
+        S_l =             m S0_l - sum_j s_j x_lj^T delta_lj      (momentum)
+
+    ``inputs[l]`` (``[B, H, p, d_in]``) and ``deltas[l]`` (``[B, H, p, d_out]``) hold layer ``l``'s
+    input at each key of the chunk and the loss gradient with respect to that layer's output, taken
+    at the chunk-start weights. ``g`` and ``s`` are ``[B, H, p]``; ``beta``, ``f``, ``m`` are
+    ``[B, H]``. Without decay ``beta`` is None (1); without momentum ``s``, ``f`` and ``m`` are None.
     """
 
     inputs: list[Tensor]
     deltas: list[Tensor]
-    theta: Tensor
-    eta: Tensor | None
-    alpha: Tensor | None
+    g: Tensor
+    s: Tensor | None
+    beta: Tensor | None
+    f: Tensor | None
+    m: Tensor | None
 
     @property
     def length(self) -> int:
-        return self.theta.shape[-1]
+        return self.g.shape[-1]
 
     def tensors(self) -> list[Tensor]:
         """Every tensor held, for moving, stacking and counting bytes."""
-        gates = [g for g in (self.theta, self.eta, self.alpha) if g is not None]
-        return [*self.inputs, *self.deltas, *gates]
+        scalars = [x for x in (self.s, self.beta, self.f, self.m) if x is not None]
+        return [*self.inputs, *self.deltas, self.g, *scalars]
 
     def map(self, fn: Callable[[Tensor], Tensor]) -> OpenChunk:
-        """The same rows with ``fn`` applied to every tensor (device moves, batch reshapes, slicing)."""
+        """The same chunk with ``fn`` applied to every tensor (device moves, batch reshapes, slicing)."""
+        maybe = lambda x: None if x is None else fn(x)  # noqa: E731
         return OpenChunk(
             [fn(x) for x in self.inputs],
             [fn(x) for x in self.deltas],
-            fn(self.theta),
-            None if self.eta is None else fn(self.eta),
-            None if self.alpha is None else fn(self.alpha),
+            fn(self.g),
+            maybe(self.s),
+            maybe(self.beta),
+            maybe(self.f),
+            maybe(self.m),
         )
 
 
@@ -109,7 +118,7 @@ def memory_stream(
 
     ``weights`` and ``momentum`` are those at the start of the open chunk. Returns ``y`` and the
     state to continue from: the weights and momentum at the start of the chunk left open, and that
-    chunk's rows (None when the input ends on a chunk boundary).
+    chunk (None when the input ends on a chunk boundary).
     """
     _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
     # Batch and heads are one dimension inside, so every product is a (fused) bmm.
@@ -149,9 +158,7 @@ def commit_chunk(
 ) -> tuple[list[Tensor], list[Tensor] | None]:
     """The weights and momentum after the last row of ``open_chunk`` (closing it early)."""
     batch = weights[0].shape[:2]
-    chunk = open_chunk.map(_flat)
-    coef = _Coefficients(chunk.theta, chunk.eta, chunk.alpha, first_row=chunk.length - 1)
-    weights, momentum = _commit(_flat_list(weights), _flat_list(momentum), chunk, coef)
+    weights, momentum = _commit(_flat_list(weights), _flat_list(momentum), open_chunk.map(_flat))
     return _unflat_list(weights, batch), _unflat_list(momentum, batch)
 
 
@@ -168,22 +175,30 @@ def _unflat_list(xs: list[Tensor] | None, batch: torch.Size) -> list[Tensor] | N
 
 
 def _advance_chunk(q, k, v, theta, eta, alpha, weights, momentum, open_chunk, chunk_size):
-    """Add rows to the current chunk: their reads, and the commit if the chunk fills up."""
+    """Add rows to the current chunk: their reads, the new factored memory, the commit if full."""
     inputs, deltas = _key_factors(k, v, weights)
-    filled = 0
-    if open_chunk is not None:
-        filled = open_chunk.length
-        inputs = [torch.cat(pair, dim=1) for pair in zip(open_chunk.inputs, inputs)]
-        deltas = [torch.cat(pair, dim=1) for pair in zip(open_chunk.deltas, deltas)]
-        theta = torch.cat([open_chunk.theta, theta], dim=-1)
-        eta = None if eta is None else torch.cat([open_chunk.eta, eta], dim=-1)
-        alpha = None if alpha is None else torch.cat([open_chunk.alpha, alpha], dim=-1)
-    chunk = OpenChunk(inputs, deltas, theta, eta, alpha)
-    coef = _Coefficients(theta, eta, alpha, first_row=filled)
-    y = _read(q, weights, momentum, chunk, coef)
+    local = _LocalCoefficients(theta, eta, alpha)
+    g, beta, f = local.g, local.decay, local.h
+    s_end, m_end = local.s_end, None if local.carry is None else local.carry[:, -1]
+    if open_chunk is not None and open_chunk.length:
+        # Rows before this call enter through the previous row's factored memory (rank-two update).
+        prev = open_chunk
+        inputs = [torch.cat(pair, dim=1) for pair in zip(prev.inputs, inputs)]
+        deltas = [torch.cat(pair, dim=1) for pair in zip(prev.deltas, deltas)]
+        old = prev.g.unsqueeze(1) if beta is None else beta.unsqueeze(-1) * prev.g.unsqueeze(1)
+        if momentum is not None:
+            old = old + local.h.unsqueeze(-1) * prev.s.unsqueeze(1)
+            f = prev.f.unsqueeze(-1) * (1 if beta is None else beta) + local.h * prev.m.unsqueeze(-1)
+            s_end = torch.cat([local.carry[:, -1:] * prev.s, s_end], dim=-1)
+            m_end = m_end * prev.m
+        g = torch.cat([old.expand(-1, g.shape[1], -1), g], dim=-1)
+        beta = None if beta is None else beta * prev.beta.unsqueeze(-1)
+    y = _read(q, weights, momentum, inputs, deltas, g, beta, f)
+    last = lambda x: None if x is None else x[:, -1]  # noqa: E731
+    chunk = OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end)
     if chunk.length < chunk_size:
         return y, weights, momentum, chunk
-    weights, momentum = _commit(weights, momentum, chunk, coef)
+    weights, momentum = _commit(weights, momentum, chunk)
     return y, weights, momentum, None
 
 
@@ -206,71 +221,76 @@ def _key_factors(k: Tensor, v: Tensor, weights: list[Tensor]) -> tuple[list[Tens
     return inputs, deltas[::-1]
 
 
+@functools.lru_cache(maxsize=256)
+def _triangles(length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Masks for ``length`` rows: upper with diagonal, strictly upper, lower with diagonal."""
+    ones = torch.ones(length, length, dtype=torch.bool, device=device)
+    return ones.triu(), ones.triu(1), ones.tril()
+
+
 def _segment_products(a: Tensor) -> Tensor:
     """``P[..., t, j] = prod(a[..., j+1 : t+1])`` for ``t >= j``, and 0 above the diagonal."""
     length = a.shape[-1]
-    ones = torch.ones(length, length, dtype=torch.bool, device=a.device)
-    factors = a.unsqueeze(-1).expand(*a.shape, length).masked_fill(ones.triu(), 1.0)
-    return factors.cumprod(dim=-2).masked_fill(ones.triu(1), 0.0)
+    upper, strictly_upper, _ = _triangles(length, a.device)
+    factors = a.unsqueeze(-1).expand(*a.shape, length).masked_fill(upper, 1.0)
+    return factors.cumprod(dim=-2).masked_fill(strictly_upper, 0.0)
 
 
-class _Coefficients:
-    """Gate products of one chunk, for the query rows ``first_row:`` and the chunk's end.
+class _LocalCoefficients:
+    """Gate products over the ``n`` new rows of a call, relative to the row just before them.
 
-    ``g[t, j]``: how much token j's gradient has moved the weights read at t; ``beta[t]``: the
-    surviving share of the chunk-start weights; ``f[t]``: of the chunk-start momentum;
-    ``s_end[j]`` and ``m_end``: token j's and the start momentum's share in the momentum at the end.
+    ``g[t, j]``: the weight of new row j's gradient in the weights read at row t; ``decay[t]``: the
+    share of the previous row's weights left at t (None without decay); ``carry[t]``: of its
+    momentum; ``h[t]``: what that momentum has added to the weights by t; ``s_end[j]``: the weight of
+    row j's gradient in the momentum after the last row. Without momentum the last three are None.
     """
 
-    def __init__(self, theta: Tensor, eta: Tensor | None, alpha: Tensor | None, first_row: int):
+    def __init__(self, theta: Tensor, eta: Tensor | None, alpha: Tensor | None):
         length = theta.shape[-1]
-        rows = slice(first_row, length)
         if alpha is None:
-            keep = torch.ones(length, length, dtype=theta.dtype, device=theta.device).tril()[rows]
-            self.beta = None
+            keep = _triangles(length, theta.device)[2].to(theta.dtype)
+            self.decay = None
         else:
-            keep = _segment_products(1 - alpha)[..., rows, :]
-            self.beta = torch.cumprod(1 - alpha, dim=-1)[..., rows]
+            keep = _segment_products(1 - alpha)
+            self.decay = torch.cumprod(1 - alpha, dim=-1)
         if eta is None:
             self.g = keep * theta.unsqueeze(-2)
-            self.f = self.s_end = self.m_end = None
+            self.carry = self.h = self.s_end = None
         else:
             scaled = _segment_products(eta) * theta.unsqueeze(-2)
-            m = torch.cumprod(eta, dim=-1)
+            self.carry = torch.cumprod(eta, dim=-1)
             self.g = keep @ scaled
-            self.f = (keep @ m.unsqueeze(-1)).squeeze(-1)
+            self.h = (keep @ self.carry.unsqueeze(-1)).squeeze(-1)
             self.s_end = scaled[..., -1, :]
-            self.m_end = m[..., -1]
 
 
-def _read(q: Tensor, weights, momentum, chunk: OpenChunk, coef: _Coefficients) -> Tensor:
+def _read(q, weights, momentum, inputs, deltas, g, beta, f) -> Tensor:
     """``M_t(q_t)`` for the new rows, layer by layer, without forming any per-token weights."""
     a = q
     last = len(weights) - 1
     for layer, w in enumerate(weights):
         # In-place accumulation into fresh products (autograd-safe: no op here saves its output).
-        pre = torch.bmm(a if coef.beta is None else a * coef.beta.unsqueeze(-1), w)
+        pre = torch.bmm(a if beta is None else a * beta.unsqueeze(-1), w)
         if momentum is not None:
-            pre.baddbmm_(a * coef.f.unsqueeze(-1), momentum[layer])
-        scores = torch.bmm(a, chunk.inputs[layer].mT).mul_(coef.g)
-        pre.baddbmm_(scores, chunk.deltas[layer], alpha=-1)
+            pre.baddbmm_(a * f.unsqueeze(-1), momentum[layer])
+        scores = torch.bmm(a, inputs[layer].mT).mul_(g)
+        pre.baddbmm_(scores, deltas[layer], alpha=-1)
         a = pre if layer == last else torch.nn.functional.silu(pre)
     return a
 
 
-def _commit(weights, momentum, chunk: OpenChunk, coef: _Coefficients):
-    """The weights and momentum after the chunk's last row."""
-    g_end = coef.g[:, -1, :, None]
+def _commit(weights, momentum, chunk: OpenChunk):
+    """Materialise the factored memory: the weights and momentum after the chunk's last row."""
     new_weights, new_momentum = [], None if momentum is None else []
     for layer, w in enumerate(weights):
         x, delta = chunk.inputs[layer], chunk.deltas[layer]
-        w = w.clone() if coef.beta is None else w * coef.beta[:, -1, None, None]
+        w = w.clone() if chunk.beta is None else w * chunk.beta[:, None, None]
         if momentum is not None:
             s = momentum[layer]
-            w.addcmul_(s, coef.f[:, -1, None, None])
-            s = (s * coef.m_end[:, None, None]).baddbmm_(x.mT, coef.s_end.unsqueeze(-1) * delta, alpha=-1)
+            w.addcmul_(s, chunk.f[:, None, None])
+            s = (s * chunk.m[:, None, None]).baddbmm_(x.mT, chunk.s.unsqueeze(-1) * delta, alpha=-1)
             new_momentum.append(s)
-        new_weights.append(w.baddbmm_(x.mT, g_end * delta, alpha=-1))
+        new_weights.append(w.baddbmm_(x.mT, chunk.g.unsqueeze(-1) * delta, alpha=-1))
     return new_weights, new_momentum
 
 
@@ -328,7 +348,7 @@ def _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, ope
                     f"momentum[{layer}] must match weights[{layer}] {list(w.shape)}, got {describe(s)}"
                 )
     if open_chunk is not None:
-        if open_chunk.length >= chunk_size or open_chunk.theta.shape[:2] != q.shape[:2]:
+        if open_chunk.length >= chunk_size or open_chunk.g.shape[:2] != q.shape[:2]:
             raise ValueError(f"open_chunk holds {open_chunk.length} rows; it must hold fewer than chunk_size")
-        if (open_chunk.eta is None) != (eta is None) or (open_chunk.alpha is None) != (alpha is None):
-            raise ValueError("open_chunk's gates must match the given eta/alpha (None or not)")
+        if (open_chunk.s is None) != (eta is None) or (open_chunk.beta is None) != (alpha is None):
+            raise ValueError("open_chunk must match the given eta/alpha: momentum and decay on or off")
