@@ -100,9 +100,10 @@ class NeuralMemory(nn.Module):
         self.chunk_size, self.max_lr = chunk_size, max_lr
         self.use_momentum, self.use_decay = use_momentum, use_decay
         inner = heads * head_dim
-        self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        gates = 1 + use_momentum + use_decay
+        # One projection for q, k, v and the gates: one matmul per step, which decoding feels.
+        self.to_inputs = nn.Linear(dim, 3 * inner + gates * heads)
         self.conv = nn.Conv1d(3 * inner, 3 * inner, conv_kernel, groups=3 * inner)
-        self.to_gates = nn.Linear(dim, heads * (1 + use_momentum + use_decay))
         sizes = [head_dim] + [expansion * head_dim] * (depth - 1) + [head_dim]
         self.initial_weights = nn.ParameterList(
             nn.Parameter(torch.randn(heads, d_in, d_out) / d_in**0.5)
@@ -112,9 +113,9 @@ class NeuralMemory(nn.Module):
         self.to_out = nn.Linear(inner, dim, bias=False)
         with torch.no_grad():
             # Start with small steps, strong momentum and little forgetting.
-            bias = self.to_gates.bias.view(-1, heads)
-            bias[0].fill_(-2.0)
-            bias[1:].copy_(torch.tensor([2.0] * use_momentum + [-6.0] * use_decay).unsqueeze(-1))
+            gate_bias = self.to_inputs.bias[3 * inner :].view(gates, heads)
+            gate_bias[0].fill_(-2.0)
+            gate_bias[1:].copy_(torch.tensor([2.0] * use_momentum + [-6.0] * use_decay).unsqueeze(-1))
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -129,7 +130,7 @@ class NeuralMemory(nn.Module):
             self.conv.kernel_size[0] - 1,
             self.conv.in_channels,
             device=device,
-            dtype=dtype or self.to_qkv.weight.dtype,
+            dtype=dtype or self.to_out.weight.dtype,
         )
         return MemoryState(weights, momentum, None, tail, 0)
 
@@ -142,28 +143,31 @@ class NeuralMemory(nn.Module):
             state = self.initial_state(batch, x.device, x.dtype)
         elif state.conv_tail.shape[0] != batch:
             raise ValueError(f"state holds a batch of {state.conv_tail.shape[0]}, x has {batch}")
-        q, k, v, tail = self._qkv(x, state.conv_tail)
-        theta, eta, alpha = self._gates(x)
+        projected = self.to_inputs(x)
+        inner = 3 * self.heads * self.head_dim
+        q, k, v, tail = self._qkv(projected[..., :inner], state.conv_tail)
+        theta, eta, alpha = self._gates(projected[..., inner:])
         y, weights, momentum, open_chunk = memory_stream(
             q, k, v, theta, eta, alpha, state.weights, state.momentum, self.chunk_size, state.open_chunk
         )
         y = self.to_out(self.norm(y).transpose(1, 2).reshape(batch, length, -1))
         return y, MemoryState(weights, momentum, open_chunk, tail, state.position + length)
 
-    def _qkv(self, x: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Projections through the causal depthwise convolution, continuing from ``tail``."""
-        padded = torch.cat([tail, self.to_qkv(x)], dim=1)
-        length, kernel = x.shape[1], self.conv.kernel_size[0]
+    def _qkv(self, projected: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """q, k, v through the causal depthwise convolution, continuing from ``tail``."""
+        padded = torch.cat([tail, projected], dim=1)
+        length, kernel = projected.shape[1], tail.shape[1] + 1
         # Depthwise and short: a sum of shifted products beats a conv kernel call at decode sizes.
-        mixed = self.conv.bias.expand_as(padded[:, :length])
+        taps = self.conv.weight[:, 0].t().contiguous()
+        mixed = self.conv.bias.expand_as(projected)
         for shift in range(kernel):
-            mixed = torch.addcmul(mixed, padded[:, shift : shift + length], self.conv.weight[:, 0, shift])
+            mixed = torch.addcmul(mixed, padded[:, shift : shift + length], taps[shift])
         heads = F.silu(mixed).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         qk = F.normalize(heads[:2], dim=-1)
-        return qk[0], qk[1], heads[2], padded[:, padded.shape[1] - tail.shape[1] :]
+        return qk[0], qk[1], heads[2], padded[:, length:]
 
-    def _gates(self, x: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        gates = torch.sigmoid(self.to_gates(x)).unflatten(-1, (-1, self.heads)).permute(2, 0, 3, 1)
+    def _gates(self, logits: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        gates = torch.sigmoid(logits).unflatten(-1, (-1, self.heads)).permute(2, 0, 3, 1)
         theta = gates[0] * self.max_lr
         eta = gates[1] if self.use_momentum else None
         alpha = gates[1 + self.use_momentum] if self.use_decay else None

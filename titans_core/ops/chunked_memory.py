@@ -147,7 +147,10 @@ def memory_stream(
         )
         outputs.append(y)
         start = end
-    y = torch.cat(outputs, dim=1) if outputs else q.new_empty(*q.shape[:-1], weights[-1].shape[-1])
+    if len(outputs) == 1:
+        y = outputs[0]
+    else:
+        y = torch.cat(outputs, dim=1) if outputs else q.new_empty(*q.shape[:-1], weights[-1].shape[-1])
     unflat = lambda x: x.unflatten(0, batch)  # noqa: E731
     weights, momentum = _unflat_list(weights, batch), _unflat_list(momentum, batch)
     return unflat(y), weights, momentum, None if open_chunk is None else open_chunk.map(unflat)
@@ -247,6 +250,13 @@ class _LocalCoefficients:
 
     def __init__(self, theta: Tensor, eta: Tensor | None, alpha: Tensor | None):
         length = theta.shape[-1]
+        if length == 1:
+            # One row (a decode step): every product is empty, the coefficients are the gates.
+            self.g = theta.unsqueeze(-1)
+            self.decay = None if alpha is None else 1 - alpha
+            self.carry = self.h = eta
+            self.s_end = None if eta is None else theta
+            return
         if alpha is None:
             keep = _triangles(length, theta.device)[2].to(theta.dtype)
             self.decay = None

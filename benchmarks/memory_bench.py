@@ -1,0 +1,250 @@
+"""Neural-memory ingestion and streaming: ours vs titans-pytorch, side by side in one run.
+
+    python benchmarks/memory_bench.py                 # the full run (about 10 minutes on 2 cores)
+    python benchmarks/memory_bench.py --quick         # 1K and 4K only, one repeat
+
+Shape: one head, memory MLP 256 -> 1024 -> 256, momentum and decay on, chunk 64, batch 1, fp32,
+2 threads. Every measurement runs in a fresh subprocess, so peak RSS is that measurement's own.
+The FLOP count per token is the closed form's matmuls plus the module's input and output
+projections (see ``flops_per_token``); the matmul rate is a 1024x1024 fp32 product measured in the
+same run, interleaved with the measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DIM, HIDDEN, CHUNK = 256, 1024, 64
+PIECE = 16384  # ours streams inputs longer than this in pieces, as the server ingests documents
+
+
+def flops_per_token(dim: int = DIM, hidden: int = HIDDEN, chunk: int = CHUNK) -> int:
+    """Multiply-adds x 2 per token of our exact computation at this shape (depth 2, momentum on).
+
+    Per chunk of b tokens: key forward and backward at the chunk-start weights (3 b d h), the read
+    with weights and momentum (4 b d h) and its attention-like terms (2 b^2 (d + h)), the commit of
+    weights and momentum (4 b d h), and the gate products (b^3). Per token add the projections:
+    in to q, k, v and 3 gates (d x (3d + 3)), and out (d x d).
+    """
+    memory = 11 * dim * hidden + 2 * chunk * (dim + hidden) + chunk * chunk
+    projections = dim * (3 * dim + 3) + dim * dim
+    return 2 * (memory + projections)
+
+
+def matmul_rate(repeats: int = 20) -> float:
+    """Median fp32 FLOP/s of a 1024 x 1024 x 1024 product on this machine, now."""
+    import torch
+
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    times = []
+    for _ in range(repeats + 3):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * 1024**3 / statistics.median(times[3:])
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of every tensor reachable in nested tuples, lists, dicts and TensorDicts."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if hasattr(obj, "items"):
+        return sum(_tensor_bytes(v) for _, v in obj.items())
+    if isinstance(obj, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _build(impl: str):
+    import torch
+
+    torch.manual_seed(0)
+    if impl == "ours":
+        from titans_core.memory import NeuralMemory
+
+        return NeuralMemory(DIM, heads=1, depth=2, expansion=HIDDEN // DIM, chunk_size=CHUNK)
+    from titans_pytorch import NeuralMemory
+
+    return NeuralMemory(dim=DIM, chunk_size=CHUNK)
+
+
+def _step(impl: str, memory, x, state):
+    if impl == "ours":
+        return memory(x, state)
+    return memory(x, state=state)
+
+
+def worker(impl: str, task: str, tokens: int) -> dict:
+    """One measurement in this process: ingestion of ``tokens`` tokens, or token-by-token streaming."""
+    import torch
+
+    torch.set_num_threads(2)
+    memory = _build(impl).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        _step(impl, memory, torch.randn(1, 4 * CHUNK, DIM, generator=generator), None)  # one-time costs
+        if task == "ingest":
+            if impl == "ours" and tokens > PIECE:
+                pieces = [PIECE] * (tokens // PIECE) + ([tokens % PIECE] if tokens % PIECE else [])
+            else:
+                pieces = [tokens]
+            state, elapsed = None, 0.0
+            for size in pieces:
+                x = torch.randn(1, size, DIM, generator=generator)
+                start = time.perf_counter()
+                _, state = _step(impl, memory, x, state)
+                elapsed += time.perf_counter() - start
+            state_bytes = state.nbytes() if impl == "ours" else _tensor_bytes(state)
+            return {
+                "tokens_per_s": tokens / elapsed,
+                "peak_rss_mb": _peak_rss_mb(),
+                "state_bytes": state_bytes,
+            }
+        x = torch.randn(1, tokens + CHUNK, DIM, generator=generator)
+        _, state = _step(impl, memory, x[:, :CHUNK], None)  # warm up, and start mid-stream
+        start = time.perf_counter()
+        for t in range(CHUNK, CHUNK + tokens):
+            _, state = _step(impl, memory, x[:, t : t + 1], state)
+        return {"tokens_per_s": tokens / (time.perf_counter() - start), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _measure(impl: str, task: str, tokens: int, memory_limit_gb: float) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        impl,
+        task,
+        str(tokens),
+        "--limit-gb",
+        str(memory_limit_gb),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = "out of memory" if "MemoryError" in done.stderr or "alloc" in done.stderr else "failed"
+        last_line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        return {"error": f"{reason}: {last_line}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run(
+    lengths: list[int], long_lengths: list[int], stream_tokens: int, repeats: int, limit_gb: float
+) -> dict:
+    flops = flops_per_token()
+    results = {"flops_per_token": flops, "matmul_flops": [], "ingest": [], "stream": []}
+    for tokens in lengths + long_lengths:
+        runs = {"ours": [], "titans-pytorch": []}
+        impls = ["ours"] if tokens in long_lengths else ["ours", "titans-pytorch"]
+        for _ in range(repeats if tokens <= 16384 else 1):
+            for impl in impls:
+                results["matmul_flops"].append(matmul_rate())
+                runs[impl].append(_measure(impl, "ingest", tokens, limit_gb))
+                print(f"ingest {tokens:>8} {impl:15} {runs[impl][-1]}", file=sys.stderr)
+        for impl, measured in runs.items():
+            good = [m for m in measured if "error" not in m]
+            if not measured:
+                continue
+            if not good:
+                results["ingest"].append({"impl": impl, "tokens": tokens, "error": measured[-1]["error"]})
+                continue
+            results["ingest"].append(
+                {
+                    "impl": impl,
+                    "tokens": tokens,
+                    "tokens_per_s": statistics.median(m["tokens_per_s"] for m in good),
+                    "peak_rss_mb": max(m["peak_rss_mb"] for m in good),
+                    "state_bytes": good[-1]["state_bytes"],
+                    "runs": len(good),
+                }
+            )
+    for impl in ("ours", "titans-pytorch"):
+        measured = [_measure(impl, "stream", stream_tokens, limit_gb) for _ in range(repeats)]
+        print(f"stream {impl:15} {measured}", file=sys.stderr)
+        results["stream"].append(
+            {
+                "impl": impl,
+                "tokens": stream_tokens,
+                "tokens_per_s": statistics.median(m["tokens_per_s"] for m in measured),
+            }
+        )
+    results["matmul_flops_median"] = statistics.median(results["matmul_flops"])
+    return results
+
+
+def report(results: dict) -> str:
+    """A markdown summary: throughput, FLOP/s against the matmul rate, RSS, state, ratios."""
+    flops, rate = results["flops_per_token"], results["matmul_flops_median"]
+    lines = [
+        f"FLOP per token (ours, exact): {flops / 1e6:.2f} M; "
+        f"fp32 1024^3 matmul rate: {rate / 1e9:.0f} GFLOP/s",
+        "",
+        "| tokens | impl | tokens/s | GFLOP/s (% of matmul) | peak RSS MB | state MB | ours / peer |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    by_key = {(r["impl"], r["tokens"]): r for r in results["ingest"]}
+    for r in results["ingest"]:
+        if "error" in r:
+            lines.append(f"| {r['tokens']} | {r['impl']} | {r['error']} | | | | |")
+            continue
+        achieved = r["tokens_per_s"] * flops
+        peer = by_key.get(("titans-pytorch", r["tokens"]))
+        ratio = ""
+        if r["impl"] == "ours" and peer and "error" not in peer:
+            ratio = f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
+        flop_cell = f"{achieved / 1e9:.1f} ({achieved / rate:.0%})" if r["impl"] == "ours" else ""
+        lines.append(
+            f"| {r['tokens']} | {r['impl']} | {r['tokens_per_s']:,.0f} | {flop_cell} "
+            f"| {r['peak_rss_mb']:,.0f} | {r['state_bytes'] / 1e6:.2f} | {ratio} |"
+        )
+    lines.append("")
+    for r in results["stream"]:
+        lines.append(f"token-by-token streaming, {r['impl']}: {r['tokens_per_s']:,.0f} tokens/s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--worker", nargs=3, metavar=("IMPL", "TASK", "TOKENS"), help=argparse.SUPPRESS)
+    parser.add_argument("--limit-gb", type=float, default=16.0, help="address-space cap per measurement")
+    parser.add_argument("--quick", action="store_true", help="1K and 4K only, one repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
+    args = parser.parse_args()
+    if args.worker:
+        limit = int(args.limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        impl, task, tokens = args.worker
+        print(json.dumps(worker(impl, task, int(tokens))))
+        return
+    if args.quick:
+        results = run([1024, 4096], [], stream_tokens=128, repeats=1, limit_gb=args.limit_gb)
+    else:
+        results = run(
+            [1024, 4096, 16384, 65536],
+            [1_048_576],
+            stream_tokens=512,
+            repeats=args.repeats,
+            limit_gb=args.limit_gb,
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
