@@ -159,9 +159,10 @@ class NeuralMemory(nn.Module):
         length, kernel = projected.shape[1], tail.shape[1] + 1
         # Depthwise and short: a sum of shifted products beats a conv kernel call at decode sizes.
         taps = self.conv.weight[:, 0].t().contiguous()
-        mixed = self.conv.bias.expand_as(projected)
-        for shift in range(kernel):
-            mixed = torch.addcmul(mixed, padded[:, shift : shift + length], taps[shift])
+        mixed = padded[:, :length] * taps[0]
+        for shift in range(1, kernel):
+            mixed.addcmul_(padded[:, shift : shift + length], taps[shift])
+        mixed.add_(self.conv.bias)
         heads = F.silu(mixed).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         qk = F.normalize(heads[:2], dim=-1)
         return qk[0], qk[1], heads[2], padded[:, length:]

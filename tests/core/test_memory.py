@@ -141,3 +141,14 @@ def test_a_state_of_another_batch_size_is_refused():
 def test_bad_settings_raise_value_error(settings, name):
     with pytest.raises(ValueError, match=name):
         NeuralMemory(**settings)
+
+
+def test_a_state_can_be_continued_twice_with_the_same_result():
+    # Forks and retries continue one state more than once: continuing must never mutate it.
+    memory = make_memory()
+    with torch.inference_mode():
+        _, state = memory(torch.randn(1, 21, 24))
+        x = torch.randn(1, 30, 24)
+        first, _ = memory(x, state)
+        second, _ = memory(x, state)
+    assert torch.equal(first, second)

@@ -129,11 +129,12 @@ def memory_stream(
     total = q.shape[1]
     outputs = []
     start = 0
+    owned = False  # whether the weights are tensors this call made, free to update in place
     while start < total:
         filled = 0 if open_chunk is None else open_chunk.length
         end = min(total, start + chunk_size - filled)
         rows = slice(start, end)
-        y, weights, momentum, open_chunk = _advance_chunk(
+        y, open_chunk = _advance_chunk(
             q[:, rows],
             k[:, rows],
             v[:, rows],
@@ -143,9 +144,12 @@ def memory_stream(
             weights,
             momentum,
             open_chunk,
-            chunk_size,
         )
         outputs.append(y)
+        if open_chunk.length == chunk_size:
+            in_place = owned and not torch.is_grad_enabled()
+            weights, momentum = _commit(weights, momentum, open_chunk, in_place)
+            open_chunk, owned = None, True
         start = end
     if len(outputs) == 1:
         y = outputs[0]
@@ -177,8 +181,8 @@ def _unflat_list(xs: list[Tensor] | None, batch: torch.Size) -> list[Tensor] | N
     return None if xs is None else [x.unflatten(0, batch) for x in xs]
 
 
-def _advance_chunk(q, k, v, theta, eta, alpha, weights, momentum, open_chunk, chunk_size):
-    """Add rows to the current chunk: their reads, the new factored memory, the commit if full."""
+def _advance_chunk(q, k, v, theta, eta, alpha, weights, momentum, open_chunk) -> tuple[Tensor, OpenChunk]:
+    """Add rows to the current chunk: their reads, and the chunk with them."""
     inputs, deltas = _key_factors(k, v, weights)
     local = _LocalCoefficients(theta, eta, alpha)
     g, beta, f = local.g, local.decay, local.h
@@ -198,11 +202,7 @@ def _advance_chunk(q, k, v, theta, eta, alpha, weights, momentum, open_chunk, ch
         beta = None if beta is None else beta * prev.beta.unsqueeze(-1)
     y = _read(q, weights, momentum, inputs, deltas, g, beta, f)
     last = lambda x: None if x is None else x[:, -1]  # noqa: E731
-    chunk = OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end)
-    if chunk.length < chunk_size:
-        return y, weights, momentum, chunk
-    weights, momentum = _commit(weights, momentum, chunk)
-    return y, weights, momentum, None
+    return y, OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end)
 
 
 def _silu_grad(h: Tensor) -> Tensor:
@@ -216,10 +216,10 @@ def _key_factors(k: Tensor, v: Tensor, weights: list[Tensor]) -> tuple[list[Tens
     for w in weights[:-1]:
         pre.append(inputs[-1] @ w)
         inputs.append(torch.nn.functional.silu(pre[-1]))
-    delta = 2 * (inputs[-1] @ weights[-1] - v)
+    delta = torch.bmm(inputs[-1], weights[-1]).sub_(v).mul_(2)
     deltas = [delta]
     for w, h in zip(reversed(weights[1:]), reversed(pre)):
-        delta = (delta @ w.mT) * _silu_grad(h)
+        delta = torch.bmm(delta, w.mT).mul_(_silu_grad(h))
         deltas.append(delta)
     return inputs, deltas[::-1]
 
@@ -289,16 +289,23 @@ def _read(q, weights, momentum, inputs, deltas, g, beta, f) -> Tensor:
     return a
 
 
-def _commit(weights, momentum, chunk: OpenChunk):
-    """Materialise the factored memory: the weights and momentum after the chunk's last row."""
+def _commit(weights, momentum, chunk: OpenChunk, in_place: bool = False):
+    """Materialise the factored memory: the weights and momentum after the chunk's last row.
+
+    ``in_place`` reuses the given tensors' memory: only for tensors the caller owns, without autograd.
+    """
+    scale = lambda x, c: x.mul_(c) if in_place else x * c  # noqa: E731
     new_weights, new_momentum = [], None if momentum is None else []
     for layer, w in enumerate(weights):
         x, delta = chunk.inputs[layer], chunk.deltas[layer]
-        w = w.clone() if chunk.beta is None else w * chunk.beta[:, None, None]
+        if chunk.beta is not None:
+            w = scale(w, chunk.beta[:, None, None])
+        elif not in_place:
+            w = w.clone()
         if momentum is not None:
             s = momentum[layer]
             w.addcmul_(s, chunk.f[:, None, None])
-            s = (s * chunk.m[:, None, None]).baddbmm_(x.mT, chunk.s.unsqueeze(-1) * delta, alpha=-1)
+            s = scale(s, chunk.m[:, None, None]).baddbmm_(x.mT, chunk.s.unsqueeze(-1) * delta, alpha=-1)
             new_momentum.append(s)
         new_weights.append(w.baddbmm_(x.mT, chunk.g.unsqueeze(-1) * delta, alpha=-1))
     return new_weights, new_momentum

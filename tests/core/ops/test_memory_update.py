@@ -176,3 +176,13 @@ def test_bad_input_raises_value_error_naming_the_argument(memory_inputs, break_a
         args.append(4)
     with pytest.raises(ValueError, match=name.replace("[", r"\[").replace("]", r"\]")):
         memory_update(*args)
+
+
+def test_inputs_are_never_modified(memory_inputs):
+    # The op updates weights in place only when it made them itself: a caller's state stays valid.
+    args = memory_inputs(length=100, dtype=torch.float32)
+    before = [x.clone() for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
+    with torch.inference_mode():
+        memory_update(*args, 16)
+    after = [x for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
