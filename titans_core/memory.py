@@ -64,6 +64,8 @@ class NeuralMemory(nn.Module):
     and projected back to ``dim``.
     """
 
+    piece_tokens = 4096  # inputs longer than this are processed in pieces of this many tokens
+
     def __init__(
         self,
         dim: int,
@@ -138,11 +140,23 @@ class NeuralMemory(nn.Module):
         """Read and update the memory for ``x`` ``[B, T, dim]``; returns ``[B, T, dim]`` and the new state."""
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
             raise ValueError(f"x must be a floating tensor [B, T, {self.dim}], got {describe(x)}")
-        batch, length, _ = x.shape
+        batch = x.shape[0]
         if state is None:
             state = self.initial_state(batch, x.device, x.dtype)
         elif state.conv_tail.shape[0] != batch:
             raise ValueError(f"state holds a batch of {state.conv_tail.shape[0]}, x has {batch}")
+        if x.shape[1] <= self.piece_tokens:
+            return self._forward_piece(x, state)
+        # Streaming is exact for any split: long inputs go through in pieces, so the intermediates
+        # stay cache-sized and memory does not grow with the input beyond x and y themselves.
+        outputs = []
+        for piece in x.split(self.piece_tokens, dim=1):
+            y, state = self._forward_piece(piece, state)
+            outputs.append(y)
+        return torch.cat(outputs, dim=1), state
+
+    def _forward_piece(self, x: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
+        batch, length, _ = x.shape
         projected = self.to_inputs(x)
         inner = 3 * self.heads * self.head_dim
         q, k, v, tail = self._qkv(projected[..., :inner], state.conv_tail)

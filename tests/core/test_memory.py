@@ -152,3 +152,14 @@ def test_a_state_can_be_continued_twice_with_the_same_result():
         first, _ = memory(x, state)
         second, _ = memory(x, state)
     assert torch.equal(first, second)
+
+
+def test_long_inputs_are_processed_in_pieces_with_the_same_result():
+    memory = make_memory()
+    x = torch.randn(2, 50, 24)
+    with torch.inference_mode():
+        y_whole, state_whole = memory(x)
+        memory.piece_tokens = 7
+        y_pieces, state_pieces = memory(x)
+    assert (y_pieces - y_whole).abs().max() < 1e-5
+    assert_states_close(state_pieces, state_whole, 1e-5)

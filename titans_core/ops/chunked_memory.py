@@ -187,7 +187,7 @@ def _advance_chunk(q, k, v, theta, eta, alpha, weights, momentum, open_chunk) ->
     local = _LocalCoefficients(theta, eta, alpha)
     g, beta, f = local.g, local.decay, local.h
     s_end, m_end = local.s_end, None if local.carry is None else local.carry[:, -1]
-    if open_chunk is not None and open_chunk.length:
+    if open_chunk is not None:
         # Rows before this call enter through the previous row's factored memory (rank-two update).
         prev = open_chunk
         inputs = [torch.cat(pair, dim=1) for pair in zip(prev.inputs, inputs)]
