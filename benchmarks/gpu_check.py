@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.coefficients_bench import compare  # noqa: E402
 from benchmarks.memory_bench import flops_per_token  # noqa: E402
 from titans_core.memory import NeuralMemory  # noqa: E402
-from titans_core.ops import linear_scan, memory_update, memory_update_reference  # noqa: E402
+from titans_core.ops import memory_update, memory_update_reference  # noqa: E402
 
 CUDA = torch.device("cuda")
 
@@ -180,22 +181,7 @@ def timings() -> dict:
 
             seconds = cuda_time(decode, repeats=3)
             out["decode"].append({"batch": batch, "tokens_per_s": batch * 256 / seconds})
-        gates = torch.rand(3, 1024, 64, device=CUDA)  # 1024 chunks' gates at once
-        import titans_core.ops.chunked_memory as op
-
-        def by_segment_products():
-            op._LocalCoefficients(gates[0] * 0.1, gates[1], gates[2])
-
-        def by_scan():
-            theta, eta, alpha = gates[0] * 0.1, gates[1], gates[2]
-            scaled = linear_scan(eta.unsqueeze(-2), torch.diag_embed(theta).mT).mT
-            carry = torch.cumprod(eta, -1)
-            linear_scan((1 - alpha).unsqueeze(-2), torch.cat([scaled, carry.unsqueeze(-1)], -1).mT)
-
-        out["coefficients_seconds"] = {
-            "segment_products": cuda_time(by_segment_products, 10),
-            "associative_scan": cuda_time(by_scan, 10),
-        }
+    out["coefficients"] = compare(CUDA, chunks=1024)
     return out
 
 

@@ -127,30 +127,32 @@ def memory_stream(
     weights, momentum = _flat_list(weights), _flat_list(momentum)
     open_chunk = None if open_chunk is None else open_chunk.map(_flat)
     total = q.shape[1]
+    filled = 0 if open_chunk is None else open_chunk.length
+    first = min(total, chunk_size - filled)  # the rows that close the open chunk, or a first whole one
+    bounds = [0, *range(first, total, chunk_size), total] if total else [0]
+    # Gate products of all the whole chunks at once: a few large ops instead of many small ones.
+    whole = [i for i in range(len(bounds) - 1) if bounds[i + 1] - bounds[i] == chunk_size]
+    batched = None
+    if len(whole) > 1:
+        rows = slice(bounds[whole[0]], bounds[whole[-1] + 1])
+        split = lambda x: None if x is None else x[:, rows].unflatten(1, (len(whole), chunk_size))  # noqa: E731
+        batched = _LocalCoefficients.of(split(theta), split(eta), split(alpha))
     outputs = []
-    start = 0
     owned = False  # whether the weights are tensors this call made, free to update in place
-    while start < total:
-        filled = 0 if open_chunk is None else open_chunk.length
-        end = min(total, start + chunk_size - filled)
+    for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         rows = slice(start, end)
+        if batched is not None and whole[0] <= i <= whole[-1]:
+            local = batched.select(i - whole[0])
+        else:
+            local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
         y, open_chunk = _advance_chunk(
-            q[:, rows],
-            k[:, rows],
-            v[:, rows],
-            theta[:, rows],
-            None if eta is None else eta[:, rows],
-            None if alpha is None else alpha[:, rows],
-            weights,
-            momentum,
-            open_chunk,
+            q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local
         )
         outputs.append(y)
         if open_chunk.length == chunk_size:
             in_place = owned and not torch.is_grad_enabled()
             weights, momentum = _commit(weights, momentum, open_chunk, in_place)
             open_chunk, owned = None, True
-        start = end
     if len(outputs) == 1:
         y = outputs[0]
     else:
@@ -181,10 +183,9 @@ def _unflat_list(xs: list[Tensor] | None, batch: torch.Size) -> list[Tensor] | N
     return None if xs is None else [x.unflatten(0, batch) for x in xs]
 
 
-def _advance_chunk(q, k, v, theta, eta, alpha, weights, momentum, open_chunk) -> tuple[Tensor, OpenChunk]:
+def _advance_chunk(q, k, v, weights, momentum, open_chunk, local) -> tuple[Tensor, OpenChunk]:
     """Add rows to the current chunk: their reads, and the chunk with them."""
     inputs, deltas = _key_factors(k, v, weights)
-    local = _LocalCoefficients(theta, eta, alpha)
     g, beta, f = local.g, local.decay, local.h
     s_end, m_end = local.s_end, None if local.carry is None else local.carry[:, -1]
     if open_chunk is not None:
@@ -239,6 +240,7 @@ def _segment_products(a: Tensor) -> Tensor:
     return factors.cumprod(dim=-2).masked_fill(strictly_upper, 0.0)
 
 
+@dataclass
 class _LocalCoefficients:
     """Gate products over the ``n`` new rows of a call, relative to the row just before them.
 
@@ -246,32 +248,47 @@ class _LocalCoefficients:
     share of the previous row's weights left at t (None without decay); ``carry[t]``: of its
     momentum; ``h[t]``: what that momentum has added to the weights by t; ``s_end[j]``: the weight of
     row j's gradient in the momentum after the last row. Without momentum the last three are None.
+    Any leading dimensions of the gates carry through (many chunks are computed at once).
     """
 
-    def __init__(self, theta: Tensor, eta: Tensor | None, alpha: Tensor | None):
+    g: Tensor
+    decay: Tensor | None
+    carry: Tensor | None
+    h: Tensor | None
+    s_end: Tensor | None
+
+    @classmethod
+    def of(cls, theta: Tensor, eta: Tensor | None, alpha: Tensor | None) -> _LocalCoefficients:
         length = theta.shape[-1]
         if length == 1:
             # One row (a decode step): every product is empty, the coefficients are the gates.
-            self.g = theta.unsqueeze(-1)
-            self.decay = None if alpha is None else 1 - alpha
-            self.carry = self.h = eta
-            self.s_end = None if eta is None else theta
-            return
+            return cls(
+                theta.unsqueeze(-1),
+                None if alpha is None else 1 - alpha,
+                eta,
+                eta,
+                None if eta is None else theta,
+            )
         if alpha is None:
-            keep = _triangles(length, theta.device)[2].to(theta.dtype)
-            self.decay = None
+            keep, decay = _triangles(length, theta.device)[2].to(theta.dtype), None
         else:
-            keep = _segment_products(1 - alpha)
-            self.decay = torch.cumprod(1 - alpha, dim=-1)
+            kept = 1 - alpha
+            keep, decay = _segment_products(kept), torch.cumprod(kept, dim=-1)
         if eta is None:
-            self.g = keep * theta.unsqueeze(-2)
-            self.carry = self.h = self.s_end = None
-        else:
-            scaled = _segment_products(eta) * theta.unsqueeze(-2)
-            self.carry = torch.cumprod(eta, dim=-1)
-            self.g = keep @ scaled
-            self.h = (keep @ self.carry.unsqueeze(-1)).squeeze(-1)
-            self.s_end = scaled[..., -1, :]
+            return cls(keep * theta.unsqueeze(-2), decay, None, None, None)
+        scaled = _segment_products(eta) * theta.unsqueeze(-2)
+        carry = torch.cumprod(eta, dim=-1)
+        h = (keep @ carry.unsqueeze(-1)).squeeze(-1)
+        return cls(keep @ scaled, decay, carry, h, scaled[..., -1, :])
+
+    def select(self, index: int) -> _LocalCoefficients:
+        """The coefficients of chunk ``index`` out of many computed at once (dimension 1)."""
+        return _LocalCoefficients(
+            *(
+                None if x is None else x[:, index]
+                for x in (self.g, self.decay, self.carry, self.h, self.s_end)
+            )
+        )
 
 
 def _read(q, weights, momentum, inputs, deltas, g, beta, f) -> Tensor:

@@ -16,7 +16,10 @@ def random_memory_inputs(
     max_lr=0.1,
     requires_grad=False,
 ):
-    """Arguments for memory_update as a model would give them: unit-norm q and k, gates in range."""
+    """Arguments for memory_update as a model would give them: unit-norm q and k, gates in range.
+
+    Steps up to ``max_lr`` keep every random draw stable (momentum without decay diverges at 0.1).
+    """
     shape = (batch, heads, length)
     q = F.normalize(torch.randn(*shape, dim, dtype=dtype), dim=-1)
     k = F.normalize(torch.randn(*shape, dim, dtype=dtype), dim=-1)
