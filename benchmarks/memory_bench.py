@@ -168,6 +168,7 @@ def run(
                     "impl": impl,
                     "tokens": tokens,
                     "tokens_per_s": statistics.median(m["tokens_per_s"] for m in good),
+                    "tokens_per_s_all": [m["tokens_per_s"] for m in good],
                     "peak_rss_mb": max(m["peak_rss_mb"] for m in good),
                     "state_bytes": good[-1]["state_bytes"],
                     "runs": len(good),
@@ -187,6 +188,10 @@ def run(
     return results
 
 
+def _range(values: list[float]) -> str:
+    return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
 def report(results: dict) -> str:
     """A markdown summary: throughput, FLOP/s against the matmul rate, RSS, state, ratios."""
     flops, rate = results["flops_per_token"], results["matmul_flops_median"]
@@ -194,7 +199,8 @@ def report(results: dict) -> str:
         f"FLOP per token (ours, exact): {flops / 1e6:.2f} M; "
         f"fp32 1024^3 matmul rate: {rate / 1e9:.0f} GFLOP/s",
         "",
-        "| tokens | impl | tokens/s | GFLOP/s (% of matmul) | peak RSS MB | state MB | ours / peer |",
+        "| tokens | impl | tokens/s: median (runs' range) | GFLOP/s (% of matmul) | peak RSS MB | state MB "
+        "| ours / peer |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     by_key = {(r["impl"], r["tokens"]): r for r in results["ingest"]}
@@ -208,13 +214,17 @@ def report(results: dict) -> str:
         if r["impl"] == "ours" and peer and "error" not in peer:
             ratio = f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
         flop_cell = f"{achieved / 1e9:.1f} ({achieved / rate:.0%})" if r["impl"] == "ours" else ""
+        rate_cell = f"{r['tokens_per_s']:,.0f} ({_range(r['tokens_per_s_all'])})"
         lines.append(
-            f"| {r['tokens']} | {r['impl']} | {r['tokens_per_s']:,.0f} | {flop_cell} "
+            f"| {r['tokens']} | {r['impl']} | {rate_cell} | {flop_cell} "
             f"| {r['peak_rss_mb']:,.0f} | {r['state_bytes'] / 1e6:.2f} | {ratio} |"
         )
     lines.append("")
     for r in results["stream"]:
-        lines.append(f"token-by-token streaming, {r['impl']}: {r['tokens_per_s']:,.0f} tokens/s")
+        lines.append(
+            f"token-by-token streaming, {r['impl']}: {r['tokens_per_s']:,.0f} tokens/s "
+            f"(runs: {_range(r['tokens_per_s_all'])})"
+        )
     return "\n".join(lines)
 
 
@@ -225,7 +235,7 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "TASK", "TOKENS"), help=argparse.SUPPRESS)
     parser.add_argument("--limit-gb", type=float, default=16.0, help="address-space cap per measurement")
     parser.add_argument("--quick", action="store_true", help="1K and 4K only, one repeat")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="runs per measurement up to 16K tokens")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
     args = parser.parse_args()
     if args.worker:
