@@ -65,12 +65,34 @@ def max_rel_error(fast, reference):
     return max(((a.cpu().double() - b).abs().max() / b.abs().max()).item() for a, b in zip(fast, reference))
 
 
+def gradient_error_on_cuda(args) -> float:
+    """Largest relative error of the gradients on CUDA (float64) against the CPU definition's."""
+    leaves_cpu = [
+        x.requires_grad_() for a in args if a is not None for x in (a if isinstance(a, list) else [a])
+    ]
+    cuda_args = to(args, CUDA, torch.float64)
+    leaves_cuda = [x for a in cuda_args if a is not None for x in (a if isinstance(a, list) else [a])]
+
+    def grads(fn, call_args, leaves):
+        y, weights, momentum = fn(*call_args, 16)
+        projection = torch.Generator().manual_seed(5)
+        loss = sum(
+            (out * torch.randn(out.shape, generator=projection, dtype=torch.float64).to(out.device)).sum()
+            for out in [y, *weights, *(momentum or [])]
+        )
+        return torch.autograd.grad(loss, leaves)
+
+    fast = grads(memory_update, cuda_args, leaves_cuda)
+    reference = grads(memory_update_reference, args, leaves_cpu)
+    return max(((a.cpu() - b).abs().max() / b.abs().max()).item() for a, b in zip(fast, reference))
+
+
 def check_correctness() -> dict:
     generator = torch.Generator().manual_seed(0)
     rows = []
     for depth in (1, 2, 3):
         for chunk in (16, 64):
-            for momentum, decay in ((True, True), (False, True), (True, False)):
+            for momentum, decay in ((True, True), (False, True), (True, False), (False, False)):
                 args = random_inputs(2, 2, 150, 16, depth, momentum, decay, generator)
                 reference = memory_update_reference(*args, chunk)
                 f64 = memory_update(*to(args, CUDA, torch.float64), chunk)
@@ -85,27 +107,9 @@ def check_correctness() -> dict:
                         "float32_rel_error": max_rel_error(f32, reference),
                     }
                 )
-    args = random_inputs(1, 2, 40, 8, 2, True, True, generator)
-    leaves_cpu = [
-        x.requires_grad_() for a in args if a is not None for x in (a if isinstance(a, list) else [a])
-    ]
-    cuda_args = to(args, CUDA, torch.float64)
-    leaves_cuda = [x for a in cuda_args if a is not None for x in (a if isinstance(a, list) else [a])]
-
-    def grads(fn, call_args, leaves):
-        y, weights, momentum = fn(*call_args, 16)
-        projection = torch.Generator().manual_seed(5)
-        loss = sum(
-            (out * torch.randn(out.shape, generator=projection, dtype=torch.float64).to(out.device)).sum()
-            for out in [y, *weights, *momentum]
-        )
-        return torch.autograd.grad(loss, leaves)
-
     gradient_error = max(
-        ((a.cpu() - b).abs().max() / b.abs().max()).item()
-        for a, b in zip(
-            grads(memory_update, cuda_args, leaves_cuda), grads(memory_update_reference, args, leaves_cpu)
-        )
+        gradient_error_on_cuda(random_inputs(1, 2, 40, 8, 2, momentum, decay, generator))
+        for momentum, decay in ((True, True), (False, True), (True, False), (False, False))
     )
     torch.manual_seed(0)
     memory = NeuralMemory(64, heads=2, depth=2, chunk_size=16).to(CUDA)

@@ -4,7 +4,7 @@ from torch import Tensor
 
 
 def describe(x: object) -> str:
-    """``float32 tensor of shape [2, 3]`` for a tensor, else the type's name."""
+    """``torch.float32 tensor of shape [2, 3] on cpu`` for a tensor, else the type's name."""
     if isinstance(x, Tensor):
-        return f"{x.dtype} tensor of shape {list(x.shape)}"
+        return f"{x.dtype} tensor of shape {list(x.shape)} on {x.device}"
     return type(x).__name__

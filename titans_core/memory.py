@@ -105,7 +105,10 @@ class NeuralMemory(nn.Module):
         gates = 1 + use_momentum + use_decay
         # One projection for q, k, v and the gates: one matmul per step, which decoding feels.
         self.to_inputs = nn.Linear(dim, 3 * inner + gates * heads)
-        self.conv = nn.Conv1d(3 * inner, 3 * inner, conv_kernel, groups=3 * inner)
+        # The causal depthwise convolution over q, k, v: taps[-1] weighs the current token.
+        bound = conv_kernel**-0.5
+        self.conv_taps = nn.Parameter(torch.empty(conv_kernel, 3 * inner).uniform_(-bound, bound))
+        self.conv_bias = nn.Parameter(torch.empty(3 * inner).uniform_(-bound, bound))
         sizes = [head_dim] + [expansion * head_dim] * (depth - 1) + [head_dim]
         self.initial_weights = nn.ParameterList(
             nn.Parameter(torch.randn(heads, d_in, d_out) / d_in**0.5)
@@ -129,8 +132,8 @@ class NeuralMemory(nn.Module):
         momentum = [torch.zeros_like(w) for w in weights] if self.use_momentum else None
         tail = torch.zeros(
             batch_size,
-            self.conv.kernel_size[0] - 1,
-            self.conv.in_channels,
+            self.conv_taps.shape[0] - 1,
+            self.conv_taps.shape[1],
             device=device,
             dtype=dtype or self.to_out.weight.dtype,
         )
@@ -138,22 +141,47 @@ class NeuralMemory(nn.Module):
 
     def forward(self, x: Tensor, state: MemoryState | None = None) -> tuple[Tensor, MemoryState]:
         """Read and update the memory for ``x`` ``[B, T, dim]``; returns ``[B, T, dim]`` and the new state."""
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim or not x.is_floating_point():
-            raise ValueError(f"x must be a floating tensor [B, T, {self.dim}], got {describe(x)}")
-        batch = x.shape[0]
+        weight = self.to_out.weight
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must be a tensor [B, T, {self.dim}], got {describe(x)}")
+        if x.dtype != weight.dtype or x.device != weight.device:
+            raise ValueError(
+                f"x must be {weight.dtype} on {weight.device} like the parameters, got {describe(x)}"
+            )
         if state is None:
-            state = self.initial_state(batch, x.device, x.dtype)
-        elif state.conv_tail.shape[0] != batch:
-            raise ValueError(f"state holds a batch of {state.conv_tail.shape[0]}, x has {batch}")
-        if x.shape[1] <= self.piece_tokens:
+            state = self.initial_state(x.shape[0], x.device, x.dtype)
+        else:
+            self._check_state(state, x)
+        # Streaming is exact for any split: long inputs go through in whole-chunk pieces, so the
+        # intermediates stay cache-sized and memory does not grow beyond x and y themselves.
+        piece_tokens = max(self.chunk_size, self.piece_tokens // self.chunk_size * self.chunk_size)
+        if x.shape[1] <= piece_tokens:
             return self._forward_piece(x, state)
-        # Streaming is exact for any split: long inputs go through in pieces, so the intermediates
-        # stay cache-sized and memory does not grow with the input beyond x and y themselves.
         outputs = []
-        for piece in x.split(self.piece_tokens, dim=1):
+        for piece in x.split(piece_tokens, dim=1):
             y, state = self._forward_piece(piece, state)
             outputs.append(y)
         return torch.cat(outputs, dim=1), state
+
+    def _check_state(self, state: MemoryState, x: Tensor) -> None:
+        """A state of another batch, layout or chunk size would silently compute garbage: refuse it."""
+        tail = (x.shape[0], self.conv_taps.shape[0] - 1, self.conv_taps.shape[1])
+        if not isinstance(state, MemoryState) or tuple(state.conv_tail.shape) != tail:
+            raise ValueError(
+                f"state must be a MemoryState for a batch of {x.shape[0]} with a conv tail {list(tail)}"
+            )
+        if state.conv_tail.dtype != x.dtype or state.conv_tail.device != x.device:
+            raise ValueError(f"state must be {x.dtype} on {x.device} like x, got {describe(state.conv_tail)}")
+        open_rows = 0 if state.open_chunk is None else state.open_chunk.length
+        if (
+            not isinstance(state.position, int)
+            or state.position < 0
+            or open_rows != state.position % self.chunk_size
+        ):
+            raise ValueError(
+                f"state at position {state.position!r} holds {open_rows} open rows: "
+                f"not a state of a memory with chunk_size {self.chunk_size}"
+            )
 
     def _forward_piece(self, x: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
         batch, length, _ = x.shape
@@ -164,7 +192,7 @@ class NeuralMemory(nn.Module):
         y, weights, momentum, open_chunk = memory_stream(
             q, k, v, theta, eta, alpha, state.weights, state.momentum, self.chunk_size, state.open_chunk
         )
-        y = self.to_out(self.norm(y).transpose(1, 2).reshape(batch, length, -1))
+        y = self.to_out(self.norm(y).transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))
         return y, MemoryState(weights, momentum, open_chunk, tail, state.position + length)
 
     def _qkv(self, projected: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -172,14 +200,13 @@ class NeuralMemory(nn.Module):
         padded = torch.cat([tail, projected], dim=1)
         length, kernel = projected.shape[1], tail.shape[1] + 1
         # Depthwise and short: a sum of shifted products beats a conv kernel call at decode sizes.
-        taps = self.conv.weight[:, 0].t().contiguous()
-        mixed = padded[:, :length] * taps[0]
+        mixed = padded[:, :length] * self.conv_taps[0]
         for shift in range(1, kernel):
-            mixed.addcmul_(padded[:, shift : shift + length], taps[shift])
-        mixed.add_(self.conv.bias)
+            mixed.addcmul_(padded[:, shift : shift + length], self.conv_taps[shift])
+        mixed.add_(self.conv_bias)
         heads = F.silu(mixed).unflatten(-1, (3, self.heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         qk = F.normalize(heads[:2], dim=-1)
-        return qk[0], qk[1], heads[2], padded[:, length:]
+        return qk[0], qk[1], heads[2], padded[:, length:].clone()  # the tail must not pin `padded`
 
     def _gates(self, logits: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         gates = torch.sigmoid(logits).unflatten(-1, (-1, self.heads)).permute(2, 0, 3, 1)

@@ -24,7 +24,7 @@ def assert_states_close(a: MemoryState, b: MemoryState, atol):
     assert (a.open_chunk is None) == (b.open_chunk is None)
     for x, y in zip(a.tensors(), b.tensors(), strict=True):
         assert x.shape == y.shape
-        assert (x - y).abs().max() < atol
+        assert x.numel() == 0 or (x - y).abs().max() <= atol
 
 
 @pytest.mark.parametrize("momentum", [True, False])
@@ -87,6 +87,12 @@ def test_samples_do_not_depend_on_each_other():
             assert_states_close(state_batch.map(lambda t, i=i: t[i : i + 1]), state_alone, 1e-5)
 
 
+def storage_bytes(state):
+    """What the state really keeps alive: every distinct storage behind its tensors."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in state.tensors()}
+    return sum(storages.values())
+
+
 def test_state_size_stays_flat_as_the_stream_grows():
     memory = make_memory()
     with torch.no_grad():
@@ -95,6 +101,9 @@ def test_state_size_stays_flat_as_the_stream_grows():
         _, mid_chunk = memory(torch.randn(1, 163, 24))
     assert short.nbytes() == long.nbytes()
     assert mid_chunk.open_chunk.length == 3 and mid_chunk.nbytes() > long.nbytes()
+    # No tensor of the state is a view pinning the call's larger intermediates.
+    assert storage_bytes(long) == long.nbytes()
+    assert storage_bytes(mid_chunk) == mid_chunk.nbytes()
 
 
 def test_training_gets_gradients_for_every_parameter():
@@ -129,6 +138,50 @@ def test_a_state_of_another_batch_size_is_refused():
             memory(torch.randn(3, 5, 24), state)
 
 
+def test_a_state_of_another_chunk_size_is_refused():
+    # Chunk boundaries would silently move: the outputs would be wrong without any error.
+    with torch.no_grad():
+        _, state = make_memory(chunk_size=8)(torch.randn(1, 13, 24))
+        with pytest.raises(ValueError, match="chunk_size"):
+            make_memory(chunk_size=16)(torch.randn(1, 5, 24), state)
+
+
+def test_input_of_another_dtype_than_the_parameters_is_refused():
+    with pytest.raises(ValueError, match="x must be torch.float32"):
+        make_memory()(torch.randn(1, 5, 24, dtype=torch.float64))
+
+
+def test_empty_input_returns_empty_output_and_the_same_state():
+    memory = make_memory()
+    with torch.no_grad():
+        _, state = memory(torch.randn(2, 5, 24))
+        y, same = memory(torch.randn(2, 0, 24), state)
+    assert y.shape == (2, 0, 24) and same.position == 5
+    assert_states_close(same, state, 0)
+
+
+def test_training_works_after_inference_mode_calls():
+    # Inference tensors must not leak into later autograd graphs (e.g. through cached masks).
+    memory = make_memory()
+    with torch.inference_mode():
+        memory(torch.randn(1, 30, 24))
+    y, _ = memory(torch.randn(1, 30, 24))
+    y.sum().backward()
+    assert memory.to_inputs.weight.grad is not None
+
+
+@pytest.mark.parametrize("settings", [{"head_dim": 5}, {"conv_kernel": 1}, {"depth": 1}, {"depth": 3}])
+def test_other_shapes_stream_exactly(settings):
+    memory = make_memory(**settings)
+    x = torch.randn(1, 20, 24)
+    with torch.inference_mode():
+        y_once, state_once = memory(x)
+        y_split, state_split = run_in_pieces(memory, x, [3, 4, 11])
+    assert y_once.shape == (1, 20, 24)
+    assert (y_split - y_once).abs().max() < 1e-4
+    assert_states_close(state_split, state_once, 1e-4)
+
+
 @pytest.mark.parametrize(
     "settings, name",
     [
@@ -143,9 +196,10 @@ def test_bad_settings_raise_value_error(settings, name):
         NeuralMemory(**settings)
 
 
-def test_a_state_can_be_continued_twice_with_the_same_result():
+@pytest.mark.parametrize("decay", [True, False])
+def test_a_state_can_be_continued_twice_with_the_same_result(decay):
     # Forks and retries continue one state more than once: continuing must never mutate it.
-    memory = make_memory()
+    memory = make_memory(use_decay=decay)
     with torch.inference_mode():
         _, state = memory(torch.randn(1, 21, 24))
         x = torch.randn(1, 30, 24)

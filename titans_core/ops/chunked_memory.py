@@ -1,8 +1,9 @@
 """The Titans neural-memory update in closed form: a few matmuls per chunk, no autograd inside.
 
 The memory is an MLP ``M(x) = silu(...silu(x W_1)...) W_L`` per batch entry and head, trained at
-test time on ``l(M; k, v) = ||M(k) - v||^2`` (summed over features). The definition (DESIGN.md §2):
-chunks of ``chunk_size`` tokens; for token ``t`` in a chunk starting at ``t0``::
+test time on ``l(M; k, v) = ||M(k) - v||^2`` (summed over features). The definition (computed token
+by token in :mod:`titans_core.ops.reference`): chunks of ``chunk_size`` tokens aligned to positions
+in the stream; for token ``t`` in a chunk starting at ``t0``::
 
     u_t = grad_M l(M_{t0}; k_t, v_t)        S_t = eta_t S_{t-1} - theta_t u_t
     M_t = (1 - alpha_t) M_{t-1} + S_t       y_t = M_t(q_t)
@@ -16,12 +17,12 @@ gates of exactly 0 or 1: no division, no log of zero).
 
 Streaming: a chunk may be left open (the input ended mid-chunk). :class:`OpenChunk` keeps the
 current memory in that factored form, so a later call (or a one-token decode step) continues with
-exactly the numbers of the one-shot computation, and closing the chunk is one matmul per layer.
+exactly the numbers of the one-shot computation, and closing the chunk is a matmul per layer (two
+with momentum).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -157,9 +158,11 @@ def memory_stream(
         y = outputs[0]
     else:
         y = torch.cat(outputs, dim=1) if outputs else q.new_empty(*q.shape[:-1], weights[-1].shape[-1])
-    unflat = lambda x: x.unflatten(0, batch)  # noqa: E731
     weights, momentum = _unflat_list(weights, batch), _unflat_list(momentum, batch)
-    return unflat(y), weights, momentum, None if open_chunk is None else open_chunk.map(unflat)
+    if open_chunk is not None:
+        # A state is kept and stored: its rows must not be views pinning this call's inputs.
+        open_chunk = open_chunk.map(lambda x: _compact(x.unflatten(0, batch)))
+    return y.unflatten(0, batch), weights, momentum, open_chunk
 
 
 def commit_chunk(
@@ -169,6 +172,11 @@ def commit_chunk(
     batch = weights[0].shape[:2]
     weights, momentum = _commit(_flat_list(weights), _flat_list(momentum), open_chunk.map(_flat))
     return _unflat_list(weights, batch), _unflat_list(momentum, batch)
+
+
+def _compact(x: Tensor) -> Tensor:
+    """``x`` itself if it owns exactly its storage, else a copy that does."""
+    return x if x.untyped_storage().nbytes() == x.numel() * x.element_size() else x.clone()
 
 
 def _flat(x: Tensor | None) -> Tensor | None:
@@ -186,18 +194,19 @@ def _unflat_list(xs: list[Tensor] | None, batch: torch.Size) -> list[Tensor] | N
 def _advance_chunk(q, k, v, weights, momentum, open_chunk, local) -> tuple[Tensor, OpenChunk]:
     """Add rows to the current chunk: their reads, and the chunk with them."""
     inputs, deltas = _key_factors(k, v, weights)
-    g, beta, f = local.g, local.decay, local.h
-    s_end, m_end = local.s_end, None if local.carry is None else local.carry[:, -1]
+    g, beta, f = local.g, local.beta, local.f
+    s_end, m_end = local.s_end, None if local.m is None else local.m[:, -1]
     if open_chunk is not None:
-        # Rows before this call enter through the previous row's factored memory (rank-two update).
+        # The earlier rows of the chunk enter through the factored memory at the row before this
+        # call: their weights carry on decayed, plus what the carried momentum adds.
         prev = open_chunk
         inputs = [torch.cat(pair, dim=1) for pair in zip(prev.inputs, inputs)]
         deltas = [torch.cat(pair, dim=1) for pair in zip(prev.deltas, deltas)]
         old = prev.g.unsqueeze(1) if beta is None else beta.unsqueeze(-1) * prev.g.unsqueeze(1)
         if momentum is not None:
-            old = old + local.h.unsqueeze(-1) * prev.s.unsqueeze(1)
-            f = prev.f.unsqueeze(-1) * (1 if beta is None else beta) + local.h * prev.m.unsqueeze(-1)
-            s_end = torch.cat([local.carry[:, -1:] * prev.s, s_end], dim=-1)
+            old = old + local.f.unsqueeze(-1) * prev.s.unsqueeze(1)
+            f = prev.f.unsqueeze(-1) * (1 if beta is None else beta) + local.f * prev.m.unsqueeze(-1)
+            s_end = torch.cat([local.m[:, -1:] * prev.s, s_end], dim=-1)
             m_end = m_end * prev.m
         g = torch.cat([old.expand(-1, g.shape[1], -1), g], dim=-1)
         beta = None if beta is None else beta * prev.beta.unsqueeze(-1)
@@ -225,7 +234,6 @@ def _key_factors(k: Tensor, v: Tensor, weights: list[Tensor]) -> tuple[list[Tens
     return inputs, deltas[::-1]
 
 
-@functools.lru_cache(maxsize=256)
 def _triangles(length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Masks for ``length`` rows: upper with diagonal, strictly upper, lower with diagonal."""
     ones = torch.ones(length, length, dtype=torch.bool, device=device)
@@ -244,17 +252,18 @@ def _segment_products(a: Tensor) -> Tensor:
 class _LocalCoefficients:
     """Gate products over the ``n`` new rows of a call, relative to the row just before them.
 
-    ``g[t, j]``: the weight of new row j's gradient in the weights read at row t; ``decay[t]``: the
-    share of the previous row's weights left at t (None without decay); ``carry[t]``: of its
-    momentum; ``h[t]``: what that momentum has added to the weights by t; ``s_end[j]``: the weight of
-    row j's gradient in the momentum after the last row. Without momentum the last three are None.
-    Any leading dimensions of the gates carry through (many chunks are computed at once).
+    The fields mean what :class:`OpenChunk`'s do, with that row as the start: ``g[t, j]`` is new row
+    j's gradient weight in the weights read at row t; ``beta[t]`` the share of the start weights
+    left at t (None without decay); ``m[t]`` of the start momentum; ``f[t]`` what that momentum has
+    added to the weights by t; ``s_end[j]`` row j's gradient weight in the momentum after the last
+    row (the last three None without momentum). Leading dimensions of the gates carry through, so
+    many chunks are computed at once.
     """
 
     g: Tensor
-    decay: Tensor | None
-    carry: Tensor | None
-    h: Tensor | None
+    beta: Tensor | None
+    m: Tensor | None
+    f: Tensor | None
     s_end: Tensor | None
 
     @classmethod
@@ -262,33 +271,24 @@ class _LocalCoefficients:
         length = theta.shape[-1]
         if length == 1:
             # One row (a decode step): every product is empty, the coefficients are the gates.
-            return cls(
-                theta.unsqueeze(-1),
-                None if alpha is None else 1 - alpha,
-                eta,
-                eta,
-                None if eta is None else theta,
-            )
+            beta = None if alpha is None else 1 - alpha
+            return cls(theta.unsqueeze(-1), beta, eta, eta, None if eta is None else theta)
         if alpha is None:
-            keep, decay = _triangles(length, theta.device)[2].to(theta.dtype), None
+            keep, beta = _triangles(length, theta.device)[2].to(theta.dtype), None
         else:
             kept = 1 - alpha
-            keep, decay = _segment_products(kept), torch.cumprod(kept, dim=-1)
+            keep, beta = _segment_products(kept), torch.cumprod(kept, dim=-1)
         if eta is None:
-            return cls(keep * theta.unsqueeze(-2), decay, None, None, None)
+            return cls(keep * theta.unsqueeze(-2), beta, None, None, None)
         scaled = _segment_products(eta) * theta.unsqueeze(-2)
-        carry = torch.cumprod(eta, dim=-1)
-        h = (keep @ carry.unsqueeze(-1)).squeeze(-1)
-        return cls(keep @ scaled, decay, carry, h, scaled[..., -1, :])
+        m = torch.cumprod(eta, dim=-1)
+        f = (keep @ m.unsqueeze(-1)).squeeze(-1)
+        return cls(keep @ scaled, beta, m, f, scaled[..., -1, :])
 
     def select(self, index: int) -> _LocalCoefficients:
         """The coefficients of chunk ``index`` out of many computed at once (dimension 1)."""
-        return _LocalCoefficients(
-            *(
-                None if x is None else x[:, index]
-                for x in (self.g, self.decay, self.carry, self.h, self.s_end)
-            )
-        )
+        fields = (self.g, self.beta, self.m, self.f, self.s_end)
+        return _LocalCoefficients(*(None if x is None else x[:, index] for x in fields))
 
 
 def _read(q, weights, momentum, inputs, deltas, g, beta, f) -> Tensor:
@@ -329,60 +329,79 @@ def _commit(weights, momentum, chunk: OpenChunk, in_place: bool = False):
 
 
 def _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk) -> None:
-    if not isinstance(chunk_size, int) or chunk_size < 1:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, Tensor) or x.dim() != 4:
-            raise ValueError(f"{name} must be a 4-D tensor [B, H, T, d], got {describe(x)}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {x.dtype}")
-        if x.dtype != q.dtype or x.device != q.device:
-            raise ValueError(f"{name} has dtype {x.dtype} on {x.device}; q has {q.dtype} on {q.device}")
-    lead = q.shape[:-1]
-    if k.shape[:-1] != lead or v.shape[:-1] != lead:
-        raise ValueError(
-            f"q, k, v must agree in [B, H, T]: got {list(q.shape)}, {list(k.shape)}, {list(v.shape)}"
-        )
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"k must have q's feature size {q.shape[-1]}, got {k.shape[-1]}")
-    for name, gate in (("theta", theta), ("eta", eta), ("alpha", alpha)):
-        if gate is None and name == "theta":
-            raise ValueError("theta is required")
-        if gate is not None and (not isinstance(gate, Tensor) or gate.shape != lead or gate.dtype != q.dtype):
-            raise ValueError(f"{name} must be a {q.dtype} tensor of shape {list(lead)}, got {describe(gate)}")
+    if not isinstance(q, Tensor) or q.dim() != 4 or not q.is_floating_point():
+        raise ValueError(f"q must be a floating-point tensor [B, H, T, d], got {describe(q)}")
+    batch, heads, length, features = q.shape
+    _expect("k", k, (batch, heads, length, features), q)
+    if not isinstance(v, Tensor) or v.dim() != 4:
+        raise ValueError(f"v must be a tensor [B, H, T, d_out], got {describe(v)}")
+    _expect("v", v, (batch, heads, length, v.shape[-1]), q)
+    _expect("theta", theta, (batch, heads, length), q)
+    for name, gate in (("eta", eta), ("alpha", alpha)):
+        if gate is not None:
+            _expect(name, gate, (batch, heads, length), q)
     if not isinstance(weights, (list, tuple)) or not weights:
         raise ValueError("weights must be a non-empty list of [B, H, d_in, d_out] tensors")
-    expected_in = q.shape[-1]
+    sizes = [features]
     for layer, w in enumerate(weights):
-        if (
-            not isinstance(w, Tensor)
-            or w.dim() != 4
-            or w.shape[:2] != q.shape[:2]
-            or w.shape[2] != expected_in
-        ):
-            raise ValueError(
-                f"weights[{layer}] must have shape [{q.shape[0]}, {q.shape[1]}, {expected_in}, d_out], "
-                f"got {describe(w)}"
-            )
-        if w.dtype != q.dtype or w.device != q.device:
-            raise ValueError(
-                f"weights[{layer}] has dtype {w.dtype} on {w.device}; q has {q.dtype} on {q.device}"
-            )
-        expected_in = w.shape[3]
-    if v.shape[-1] != expected_in:
-        raise ValueError(f"v must have the memory's output size {expected_in}, got {v.shape[-1]}")
+        if not isinstance(w, Tensor) or w.dim() != 4:
+            raise ValueError(f"weights[{layer}] must be a tensor [B, H, d_in, d_out], got {describe(w)}")
+        _expect(f"weights[{layer}]", w, (batch, heads, sizes[-1], w.shape[-1]), q)
+        sizes.append(w.shape[-1])
+    if v.shape[-1] != sizes[-1]:
+        raise ValueError(f"v must have the memory's output size {sizes[-1]}, got {v.shape[-1]}")
     if (eta is None) != (momentum is None):
         raise ValueError("eta and momentum must be given together (or both None for no momentum)")
     if momentum is not None:
         if not isinstance(momentum, (list, tuple)) or len(momentum) != len(weights):
             raise ValueError(f"momentum must be a list of {len(weights)} tensors shaped like weights")
         for layer, (s, w) in enumerate(zip(momentum, weights)):
-            if not isinstance(s, Tensor) or s.shape != w.shape or s.dtype != w.dtype:
-                raise ValueError(
-                    f"momentum[{layer}] must match weights[{layer}] {list(w.shape)}, got {describe(s)}"
-                )
+            _expect(f"momentum[{layer}]", s, w.shape, q)
     if open_chunk is not None:
-        if open_chunk.length >= chunk_size or open_chunk.g.shape[:2] != q.shape[:2]:
-            raise ValueError(f"open_chunk holds {open_chunk.length} rows; it must hold fewer than chunk_size")
-        if (open_chunk.s is None) != (eta is None) or (open_chunk.beta is None) != (alpha is None):
-            raise ValueError("open_chunk must match the given eta/alpha: momentum and decay on or off")
+        _check_open_chunk(open_chunk, sizes, q, chunk_size, momentum=eta is not None, decay=alpha is not None)
+
+
+def _check_open_chunk(chunk, sizes, like: Tensor, chunk_size: int, momentum: bool, decay: bool) -> None:
+    if not isinstance(chunk, OpenChunk) or not isinstance(chunk.g, Tensor) or chunk.g.dim() != 3:
+        raise ValueError(f"open_chunk must be an OpenChunk with g of shape [B, H, p], got {describe(chunk)}")
+    batch, heads = like.shape[:2]
+    rows = chunk.g.shape[-1]
+    if not 0 < rows < chunk_size:
+        raise ValueError(f"open_chunk holds {rows} rows; it must hold 1 to chunk_size - 1 = {chunk_size - 1}")
+    _expect("open_chunk.g", chunk.g, (batch, heads, rows), like)
+    layers = len(sizes) - 1
+    if len(chunk.inputs) != layers or len(chunk.deltas) != layers:
+        raise ValueError(f"open_chunk must hold inputs and deltas for {layers} layers")
+    for layer in range(layers):
+        _expect(f"open_chunk.inputs[{layer}]", chunk.inputs[layer], (batch, heads, rows, sizes[layer]), like)
+        _expect(
+            f"open_chunk.deltas[{layer}]", chunk.deltas[layer], (batch, heads, rows, sizes[layer + 1]), like
+        )
+    for name, value, expected, shape in (
+        ("s", chunk.s, momentum, (batch, heads, rows)),
+        ("f", chunk.f, momentum, (batch, heads)),
+        ("m", chunk.m, momentum, (batch, heads)),
+        ("beta", chunk.beta, decay, (batch, heads)),
+    ):
+        if (value is not None) != expected:
+            state = "on" if expected else "off"
+            raise ValueError(
+                f"open_chunk.{name} must be {'given' if expected else 'None'}: momentum/decay is {state}"
+            )
+        if value is not None:
+            _expect(f"open_chunk.{name}", value, shape, like)
+
+
+def _expect(name: str, x, shape, like: Tensor) -> None:
+    """A ValueError naming ``name`` unless ``x`` is a tensor of ``shape`` with ``like``'s dtype and device."""
+    if (
+        not isinstance(x, Tensor)
+        or tuple(x.shape) != tuple(shape)
+        or x.dtype != like.dtype
+        or x.device != like.device
+    ):
+        raise ValueError(
+            f"{name} must be a {like.dtype} tensor of shape {list(shape)} on {like.device}, got {describe(x)}"
+        )

@@ -13,12 +13,13 @@ def random_memory_inputs(
     momentum=True,
     decay=True,
     dtype=torch.float64,
-    max_lr=0.1,
+    max_lr=0.02,
     requires_grad=False,
 ):
     """Arguments for memory_update as a model would give them: unit-norm q and k, gates in range.
 
-    Steps up to ``max_lr`` keep every random draw stable (momentum without decay diverges at 0.1).
+    The default ``max_lr`` keeps random draws stable (0 of 600 diverged at 0.03; at 0.05, momentum
+    without decay diverged about once in 50 runs), so a comparison never meets NaN on both sides.
     """
     shape = (batch, heads, length)
     q = F.normalize(torch.randn(*shape, dim, dtype=dtype), dim=-1)

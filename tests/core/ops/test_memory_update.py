@@ -1,9 +1,12 @@
-"""The closed-form chunked update equals the token-by-token definition (DESIGN.md §2)."""
+"""The closed-form chunked update equals the token-by-token definition (titans_core.ops.reference)."""
+
+import contextlib
+import dataclasses
 
 import pytest
 import torch
 
-from titans_core.ops import commit_chunk, memory_stream, memory_update, memory_update_reference
+from titans_core.ops import OpenChunk, commit_chunk, memory_stream, memory_update, memory_update_reference
 
 
 def rel_error(fast, reference):
@@ -12,7 +15,7 @@ def rel_error(fast, reference):
 
 def assert_matches(fast, reference, tolerance):
     (y, weights, surprise), (y_ref, weights_ref, surprise_ref) = fast, reference
-    assert torch.isfinite(y).all()
+    assert torch.isfinite(y_ref).all(), "the random inputs diverged: the comparison would mean nothing"
     assert rel_error(y, y_ref) < tolerance
     for w, w_ref in zip(weights, weights_ref, strict=True):
         assert rel_error(w, w_ref) < tolerance
@@ -21,14 +24,35 @@ def assert_matches(fast, reference, tolerance):
         assert rel_error(s, s_ref) < tolerance
 
 
+def tensors(args):
+    return [x for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
+
+
+def stream_in_pieces(args, chunk_size, cuts):
+    """memory_stream over the pieces between ``cuts``, then the open chunk closed: memory_update's result."""
+    q, k, v, theta, eta, alpha, weights, surprise = args
+    rows_of = lambda x, rows: None if x is None else x[..., rows, :] if x.dim() == 4 else x[..., rows]  # noqa: E731
+    pieces, open_chunk = [], None
+    for start, end in zip([0, *cuts], [*cuts, q.shape[2]]):
+        piece = [rows_of(x, slice(start, end)) for x in (q, k, v, theta, eta, alpha)]
+        y, weights, surprise, open_chunk = memory_stream(*piece, weights, surprise, chunk_size, open_chunk)
+        pieces.append(y)
+    if open_chunk is not None:
+        weights, surprise = commit_chunk(weights, surprise, open_chunk)
+    return torch.cat(pieces, dim=-2), weights, surprise
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("chunk_size", [1, 4, 16, 64])
 @pytest.mark.parametrize("momentum", [True, False])
 @pytest.mark.parametrize("decay", [True, False])
-def test_matches_definition_in_float64(memory_inputs, depth, chunk_size, momentum, decay):
+@pytest.mark.parametrize("mode", ["autograd", "no_grad"])  # no_grad also commits in place
+def test_matches_definition_in_float64(memory_inputs, depth, chunk_size, momentum, decay, mode):
     # 83 tokens: several chunks of 16, one full and one partial chunk of 64, a partial chunk of 4.
     args = memory_inputs(length=83, depth=depth, momentum=momentum, decay=decay)
-    assert_matches(memory_update(*args, chunk_size), memory_update_reference(*args, chunk_size), 1e-9)
+    with torch.no_grad() if mode == "no_grad" else contextlib.nullcontext():
+        fast = memory_update(*args, chunk_size)
+    assert_matches(fast, memory_update_reference(*args, chunk_size), 1e-9)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +60,7 @@ def test_matches_definition_in_float64(memory_inputs, depth, chunk_size, momentu
     [
         {"theta": 0.0, "eta": 0.0, "alpha": 0.0},
         {"theta": 1e-9, "eta": 1e-9, "alpha": 1e-9},
-        {"theta": 0.2, "eta": 1.0, "alpha": 1.0},
+        {"theta": 0.05, "eta": 1.0, "alpha": 1.0},
         {"theta": 0.05, "eta": 1 - 1e-9, "alpha": 1 - 1e-9},
         {"theta": 0.05, "eta": 1.0, "alpha": 0.0},
     ],
@@ -44,10 +68,12 @@ def test_matches_definition_in_float64(memory_inputs, depth, chunk_size, momentu
 )
 def test_gates_at_and_near_their_bounds(memory_inputs, gate_values):
     q, k, v, theta, eta, alpha, weights, surprise = memory_inputs(length=70)
-    theta, eta, alpha = (torch.full_like(theta, gate_values[name]) for name in ("theta", "eta", "alpha"))
-    # Mix in random gates for half the tokens, so exact 0/1 gates meet ordinary ones inside a chunk.
-    mixed = torch.rand_like(theta) < 0.5
-    eta = torch.where(mixed, torch.rand_like(eta), eta)
+    # Each gate takes the bound value at a random half of the tokens and an ordinary value elsewhere,
+    # so exact 0s and 1s meet ordinary gates inside a chunk.
+    theta, eta, alpha = (
+        torch.where(torch.rand_like(gate) < 0.5, torch.full_like(gate, gate_values[name]), gate)
+        for name, gate in (("theta", theta), ("eta", eta), ("alpha", alpha))
+    )
     args = [q, k, v, theta, eta, alpha, weights, surprise]
     assert_matches(memory_update(*args, 64), memory_update_reference(*args, 64), 1e-9)
 
@@ -73,75 +99,77 @@ def test_float32_agrees_with_float64_definition(memory_inputs, depth):
         assert (w.double() - w_ref.detach()).abs().max() < 1e-4
 
 
+def gradients(fn, args, leaves):
+    y, weights, momentum = fn(args)
+    outputs = [y, *weights, *(momentum or [])]
+    projection = torch.Generator().manual_seed(1234)  # the same random projection for every path
+    loss = sum((out * torch.randn(out.shape, generator=projection, dtype=out.dtype)).sum() for out in outputs)
+    return torch.autograd.grad(loss, leaves)
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3])
 @pytest.mark.parametrize("momentum", [True, False])
-def test_gradients_match_definition(memory_inputs, depth, momentum):
+@pytest.mark.parametrize("decay", [True, False])
+def test_gradients_match_definition(memory_inputs, depth, momentum, decay):
     args = memory_inputs(
-        batch=1, heads=2, length=21, dim=4, depth=depth, momentum=momentum, requires_grad=True
+        batch=1, length=21, dim=4, depth=depth, momentum=momentum, decay=decay, requires_grad=True
     )
-    leaves = [x for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
-
-    def gradients(fn):
-        y, weights, surprise = fn(*args, 8)
-        outputs = [y, *weights, *(surprise or [])]
-        torch.manual_seed(1234)  # the same random projection of the outputs for both
-        loss = sum((out * torch.randn_like(out)).sum() for out in outputs)
-        return torch.autograd.grad(loss, leaves)
-
-    for fast, reference in zip(gradients(memory_update), gradients(memory_update_reference), strict=True):
-        assert rel_error(fast, reference) < 1e-9
+    fast = gradients(lambda a: memory_update(*a, 8), args, tensors(args))
+    reference = gradients(lambda a: memory_update_reference(*a, 8), args, tensors(args))
+    for fast_grad, reference_grad in zip(fast, reference, strict=True):
+        assert rel_error(fast_grad, reference_grad) < 1e-9
 
 
-def test_runs_under_inference_mode(memory_inputs):
-    args = memory_inputs(length=40, dtype=torch.float32)
-    with torch.inference_mode():
-        y, weights, surprise = memory_update(*args, 16)
-    assert y.shape == (2, 2, 40, 8) and not y.requires_grad
-    assert [w.shape for w in weights] == [w.shape for w in args[6]]
-
-
-def test_no_momentum_is_momentum_gate_zero(memory_inputs):
-    q, k, v, theta, _, alpha, weights, _ = memory_inputs(length=50, momentum=False)
-    without = memory_update(q, k, v, theta, None, alpha, weights, None, 16)
-    zero_gate = memory_update(
-        q, k, v, theta, torch.zeros_like(theta), alpha, weights, [torch.zeros_like(w) for w in weights], 16
-    )
-    assert rel_error(without[0], zero_gate[0]) < 1e-10
-    for w, w_zero in zip(without[1], zero_gate[1], strict=True):
-        assert rel_error(w, w_zero) < 1e-10
-    assert without[2] is None
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("decay", [True, False])
+def test_gradients_through_streamed_pieces_match_definition(memory_inputs, momentum, decay):
+    # Training on long inputs goes through open chunks carried between pieces: exact gradients there too.
+    args = memory_inputs(batch=1, length=29, dim=4, momentum=momentum, decay=decay, requires_grad=True)
+    cuts = sorted(torch.randperm(28)[:5].add(1).tolist())
+    streamed = gradients(lambda a: stream_in_pieces(a, 8, cuts), args, tensors(args))
+    reference = gradients(lambda a: memory_update_reference(*a, 8), args, tensors(args))
+    for fast_grad, reference_grad in zip(streamed, reference, strict=True):
+        assert rel_error(fast_grad, reference_grad) < 1e-9
 
 
 @pytest.mark.parametrize("chunk_size", [1, 5, 16])
-def test_streaming_in_random_pieces_equals_one_call(memory_inputs, chunk_size):
-    q, k, v, theta, eta, alpha, weights, surprise = memory_inputs(length=61)
-    y_once, weights_once, surprise_once = memory_update(
-        q, k, v, theta, eta, alpha, weights, surprise, chunk_size
-    )
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("decay", [True, False])
+def test_streaming_in_random_pieces_equals_one_call(memory_inputs, chunk_size, momentum, decay):
+    args = memory_inputs(length=61, momentum=momentum, decay=decay)
     cuts = sorted(torch.randperm(60)[:7].add(1).tolist())
-    pieces, open_chunk = [], None
-    for start, end in zip([0, *cuts], [*cuts, 61]):
-        rows = slice(start, end)
-        y, weights, surprise, open_chunk = memory_stream(
-            q[..., rows, :],
-            k[..., rows, :],
-            v[..., rows, :],
-            theta[..., rows],
-            eta[..., rows],
-            alpha[..., rows],
-            weights,
-            surprise,
-            chunk_size,
-            open_chunk,
-        )
-        pieces.append(y)
-    assert (open_chunk is None) == (61 % chunk_size == 0)
-    if open_chunk is not None:
-        assert open_chunk.length == 61 % chunk_size
-        weights, surprise = commit_chunk(weights, surprise, open_chunk)
-    assert rel_error(torch.cat(pieces, dim=-2), y_once) < 1e-10
-    for w, w_once in zip(weights + surprise, weights_once + surprise_once, strict=True):
-        assert rel_error(w, w_once) < 1e-10
+    with torch.no_grad():
+        assert_matches(stream_in_pieces(args, chunk_size, cuts), memory_update(*args, chunk_size), 1e-10)
+
+
+def test_an_input_ending_mid_chunk_leaves_that_chunk_open(memory_inputs):
+    q, k, v, theta, eta, alpha, weights, surprise = memory_inputs(length=21)
+    _, _, _, open_chunk = memory_stream(q, k, v, theta, eta, alpha, weights, surprise, 8)
+    assert open_chunk.length == 21 % 8
+    _, _, _, open_chunk = memory_stream(q, k, v, theta, eta, alpha, weights, surprise, 7)
+    assert open_chunk is None
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("decay", [True, False])
+def test_inference_mode_gives_the_autograd_result(memory_inputs, momentum, decay):
+    args = memory_inputs(length=90, dtype=torch.float32, momentum=momentum, decay=decay)
+    expected = memory_update(*args, 16)
+    with torch.inference_mode():
+        fast = memory_update(*args, 16)
+    assert not fast[0].requires_grad
+    assert_matches(fast, expected, 1e-6)
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("decay", [True, False])
+def test_inputs_are_never_modified(memory_inputs, momentum, decay):
+    # The op updates weights in place only when it made them itself: a caller's state stays valid.
+    args = memory_inputs(length=100, dtype=torch.float32, momentum=momentum, decay=decay)
+    before = [x.clone() for x in tensors(args)]
+    with torch.inference_mode():
+        memory_update(*args, 16)
+    assert all(torch.equal(a, b) for a, b in zip(before, tensors(args), strict=True))
 
 
 def test_empty_input_changes_nothing(memory_inputs):
@@ -159,14 +187,17 @@ def test_empty_input_changes_nothing(memory_inputs):
         (lambda a: a.__setitem__(2, a[2].float()), "v"),
         (lambda a: a.__setitem__(2, a[2].long()), "v"),
         (lambda a: a.__setitem__(3, a[3][..., :-1]), "theta"),
+        (lambda a: a.__setitem__(3, None), "theta"),
         (lambda a: a.__setitem__(4, a[4].float()), "eta"),
         (lambda a: a.__setitem__(5, a[5].unsqueeze(-1)), "alpha"),
         (lambda a: a.__setitem__(6, []), "weights"),
         (lambda a: a[6].__setitem__(1, a[6][1][..., :-1, :]), "weights[1]"),
         (lambda a: a.__setitem__(7, a[7][:1]), "momentum"),
+        (lambda a: a[7].__setitem__(0, a[7][0].float()), "momentum[0]"),
         (lambda a: a.__setitem__(7, None), "eta and momentum"),
         (lambda a: a.append(0), "chunk_size"),
         (lambda a: a.append(2.5), "chunk_size"),
+        (lambda a: a.append(True), "chunk_size"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_argument(memory_inputs, break_args, name):
@@ -178,11 +209,23 @@ def test_bad_input_raises_value_error_naming_the_argument(memory_inputs, break_a
         memory_update(*args)
 
 
-def test_inputs_are_never_modified(memory_inputs):
-    # The op updates weights in place only when it made them itself: a caller's state stays valid.
-    args = memory_inputs(length=100, dtype=torch.float32)
-    before = [x.clone() for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
-    with torch.inference_mode():
-        memory_update(*args, 16)
-    after = [x for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
-    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (lambda c: dataclasses.replace(c, g=c.g[..., :0], s=c.s[..., :0]), "rows"),
+        (lambda c: dataclasses.replace(c, inputs=c.inputs[:1]), "layers"),
+        (
+            lambda c: dataclasses.replace(c, deltas=[c.deltas[0][..., :-1], c.deltas[1]]),
+            r"open_chunk.deltas\[0\]",
+        ),
+        (lambda c: dataclasses.replace(c, s=None), "open_chunk.s"),
+        (lambda c: dataclasses.replace(c, beta=c.beta.float()), "open_chunk.beta"),
+        (lambda c: dataclasses.replace(c, f=c.f[:1]), "open_chunk.f"),
+    ],
+)
+def test_a_malformed_open_chunk_is_refused(memory_inputs, change, name):
+    q, k, v, theta, eta, alpha, weights, surprise = memory_inputs(length=5)
+    _, _, _, open_chunk = memory_stream(q, k, v, theta, eta, alpha, weights, surprise, 8)
+    assert isinstance(open_chunk, OpenChunk)
+    with pytest.raises(ValueError, match=name):
+        memory_stream(q, k, v, theta, eta, alpha, weights, surprise, 8, change(open_chunk))
