@@ -20,7 +20,7 @@ from titans_core.ops.chunked_memory import _LocalCoefficients
 
 
 def coefficients_by_scan(theta: torch.Tensor, eta: torch.Tensor, alpha: torch.Tensor):
-    """``g`` and ``h`` of :class:`_LocalCoefficients`, by two scans down the rows."""
+    """``g`` and ``f`` of :class:`_LocalCoefficients`, by two scans down the rows."""
     # scaled[t, j] = eta_t scaled[t-1, j] + theta_t [t == j]; g[t, :] = (1 - alpha_t) g[t-1, :] + scaled[t, :]
     scaled = linear_scan(eta.unsqueeze(-2), torch.diag_embed(theta).mT).mT
     carry = torch.cumprod(eta, dim=-1)
@@ -49,7 +49,7 @@ def compare(device: torch.device, chunks: int, chunk_size: int = 64, repeats: in
     reference = _LocalCoefficients.of(theta, eta, alpha)
     g, h = coefficients_by_scan(theta, eta, alpha)
     torch.testing.assert_close(g, reference.g)
-    torch.testing.assert_close(h, reference.h)
+    torch.testing.assert_close(h, reference.f)
     theta, eta, alpha = (x.float() for x in (theta, eta, alpha))
     return {
         "chunks": chunks,

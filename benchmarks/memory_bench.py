@@ -1,7 +1,7 @@
 """Neural-memory ingestion and streaming: ours vs titans-pytorch, side by side in one run.
 
-    python benchmarks/memory_bench.py                 # the full run (about 10 minutes on 2 cores)
-    python benchmarks/memory_bench.py --quick         # 1K and 4K only, one repeat
+    python benchmarks/memory_bench.py --out benchmarks/results/memory_cpu.json   # full, ~15 min
+    python benchmarks/memory_bench.py --quick                                     # 1K, 4K, once
 
 Shape: one head, memory MLP 256 -> 1024 -> 256, momentum and decay on, chunk 64, batch 1, fp32,
 2 threads. Every measurement runs in a fresh subprocess, so peak RSS is that measurement's own.
@@ -243,7 +243,9 @@ def main() -> None:
     parser.add_argument("--limit-gb", type=float, default=16.0, help="address-space cap per measurement")
     parser.add_argument("--quick", action="store_true", help="1K and 4K only, one repeat")
     parser.add_argument("--repeats", type=int, default=5, help="runs per measurement up to 16K tokens")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "memory.json")
+    parser.add_argument(
+        "--out", type=Path, help="write the results as JSON here (the full run: results/memory_cpu.json)"
+    )
     args = parser.parse_args()
     import torch
 
@@ -264,8 +266,9 @@ def main() -> None:
             repeats=args.repeats,
             limit_gb=args.limit_gb,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2))
     print(report(results))
 
 
