@@ -23,9 +23,10 @@ class MemoryState:
     """What continuing a stream needs, batched along dimension 0 of every tensor.
 
     ``weights`` and ``momentum`` are the memory at the start of the open chunk (``[B, H, d_in,
-    d_out]`` per layer; momentum None without momentum); ``open_chunk`` the rows of that chunk so far
-    (None at a chunk boundary); ``conv_tail`` the last ``kernel - 1`` projections before the causal
-    convolution (``[B, kernel - 1, 3 * heads * head_dim]``); ``position`` the tokens consumed so far.
+    d_out]`` per layer; momentum None without momentum); ``open_chunk`` that chunk's rows so far,
+    as the current memory factored over its start (None at a chunk boundary); ``conv_tail`` the
+    last ``kernel - 1`` projections before the causal convolution (``[B, kernel - 1, 3 * heads *
+    head_dim]``); ``position`` the tokens consumed so far.
     """
 
     weights: list[Tensor]
