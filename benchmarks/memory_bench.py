@@ -142,6 +142,24 @@ def _measure(impl: str, task: str, tokens: int, memory_limit_gb: float) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _summary(impl: str, tokens: int, measured: list[dict]) -> dict:
+    """One table row from repeated measurements: the median and every run, or the last error."""
+    good = [m for m in measured if "error" not in m]
+    if not good:
+        return {"impl": impl, "tokens": tokens, "error": measured[-1]["error"]}
+    row = {
+        "impl": impl,
+        "tokens": tokens,
+        "tokens_per_s": statistics.median(m["tokens_per_s"] for m in good),
+        "tokens_per_s_all": [m["tokens_per_s"] for m in good],
+        "peak_rss_mb": max(m["peak_rss_mb"] for m in good),
+        "runs": len(good),
+    }
+    if "state_bytes" in good[-1]:
+        row["state_bytes"] = good[-1]["state_bytes"]
+    return row
+
+
 def run(
     lengths: list[int], long_lengths: list[int], stream_tokens: int, repeats: int, limit_gb: float
 ) -> dict:
@@ -156,38 +174,12 @@ def run(
                 runs[impl].append(_measure(impl, "ingest", tokens, limit_gb))
                 print(f"ingest {tokens:>8} {impl:15} {runs[impl][-1]}", file=sys.stderr)
         for impl, measured in runs.items():
-            good = [m for m in measured if "error" not in m]
-            if not measured:
-                continue
-            if not good:
-                results["ingest"].append({"impl": impl, "tokens": tokens, "error": measured[-1]["error"]})
-                continue
-            results["ingest"].append(
-                {
-                    "impl": impl,
-                    "tokens": tokens,
-                    "tokens_per_s": statistics.median(m["tokens_per_s"] for m in good),
-                    "tokens_per_s_all": [m["tokens_per_s"] for m in good],
-                    "peak_rss_mb": max(m["peak_rss_mb"] for m in good),
-                    "state_bytes": good[-1]["state_bytes"],
-                    "runs": len(good),
-                }
-            )
+            if measured:
+                results["ingest"].append(_summary(impl, tokens, measured))
     for impl in ("ours", "titans-pytorch"):
         measured = [_measure(impl, "stream", stream_tokens, limit_gb) for _ in range(repeats)]
         print(f"stream {impl:15} {measured}", file=sys.stderr)
-        rates = [m["tokens_per_s"] for m in measured if "error" not in m]
-        if not rates:
-            results["stream"].append({"impl": impl, "tokens": stream_tokens, "error": measured[-1]["error"]})
-            continue
-        results["stream"].append(
-            {
-                "impl": impl,
-                "tokens": stream_tokens,
-                "tokens_per_s": statistics.median(rates),
-                "tokens_per_s_all": rates,
-            }
-        )
+        results["stream"].append(_summary(impl, stream_tokens, measured))
     results["matmul_flops_median"] = statistics.median(results["matmul_flops"])
     return results
 
