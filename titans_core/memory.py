@@ -185,7 +185,7 @@ class NeuralMemory(nn.Module):
             )
 
     def _forward_piece(self, x: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
-        batch, length, _ = x.shape
+        length = x.shape[1]
         projected = self.to_inputs(x)
         inner = 3 * self.heads * self.head_dim
         q, k, v, tail = self._qkv(projected[..., :inner], state.conv_tail)
@@ -193,8 +193,11 @@ class NeuralMemory(nn.Module):
         y, weights, momentum, open_chunk = memory_stream(
             q, k, v, theta, eta, alpha, state.weights, state.momentum, self.chunk_size, state.open_chunk
         )
-        y = self.to_out(self.norm(y).transpose(1, 2).reshape(batch, length, self.heads * self.head_dim))
-        return y, MemoryState(weights, momentum, open_chunk, tail, state.position + length)
+        return self.readout(y), MemoryState(weights, momentum, open_chunk, tail, state.position + length)
+
+    def readout(self, reads: Tensor) -> Tensor:
+        """Memory reads ``[B, H, T, head_dim]`` to the model's space ``[B, T, dim]``."""
+        return self.to_out(self.norm(reads).transpose(1, 2).flatten(2))
 
     def _qkv(self, projected: Tensor, tail: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """q, k, v through the causal depthwise convolution, continuing from ``tail``."""

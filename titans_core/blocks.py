@@ -1,0 +1,162 @@
+"""The residual blocks of the four Titans variants (Behrouz et al., 2025, §4), pre-norm.
+
+Each block maps ``x`` ``[B, T, d_model]`` at absolute positions ``start ...`` and its
+:class:`LayerState` to new ones; streaming is exact because every block's state carries exactly
+what its later tokens can see.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from titans_core.attention import Attention, SlidingWindowAttention
+from titans_core.config import TitansConfig
+from titans_core.memory import NeuralMemory
+from titans_core.ops import memory_mlp
+from titans_core.state import LayerState
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, expansion: int):
+        super().__init__()
+        self.up = nn.Linear(d_model, expansion * d_model, bias=False)
+        self.down = nn.Linear(expansion * d_model, d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.up(x)))
+
+
+class Block(nn.Module):
+    """What every variant has: a neural memory and a feed-forward sublayer."""
+
+    def __init__(self, config: TitansConfig):
+        super().__init__()
+        self.memory = NeuralMemory(
+            config.d_model,
+            heads=config.mem_heads,
+            depth=config.mem_layers,
+            expansion=config.mem_expansion,
+            chunk_size=config.chunk_size,
+            use_momentum=config.use_momentum,
+            use_decay=config.use_decay,
+            max_lr=config.max_lr,
+            conv_kernel=config.conv_kernel,
+        )
+        self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.ffn_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.ffn = FeedForward(config.d_model, config.ffn_expansion)
+
+    def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LayerState:
+        return LayerState(self.memory.initial_state(batch_size, device, dtype))
+
+    def forward(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+        x, state = self.mix(x, start, state)
+        return x + self.ffn(self.ffn_norm(x)), state
+
+    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+        raise NotImplementedError
+
+
+class LMMBlock(Block):
+    """Memory as the only sequence mixer."""
+
+    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+        y, memory = self.memory(self.norm(x), state.memory)
+        return x + y, LayerState(memory)
+
+
+class MALBlock(Block):
+    """Memory as a layer: the memory, then sliding-window attention."""
+
+    def __init__(self, config: TitansConfig):
+        super().__init__(config)
+        self.attention_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.attention = SlidingWindowAttention(
+            config.d_model, config.n_heads, config.n_persistent, config.rope_base, config.window
+        )
+
+    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+        y, memory = self.memory(self.norm(x), state.memory)
+        x = x + y
+        y, cache = self.attention(self.attention_norm(x), start, state.cache)
+        return x + y, LayerState(memory, cache)
+
+
+class MAGBlock(Block):
+    """Memory as a gate: sliding-window attention and the memory side by side, normalised and
+    combined as ``attention * sigmoid(memory)``."""
+
+    def __init__(self, config: TitansConfig):
+        super().__init__(config)
+        self.attention = SlidingWindowAttention(
+            config.d_model, config.n_heads, config.n_persistent, config.rope_base, config.window
+        )
+        self.attention_out_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+        self.memory_out_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
+
+    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+        h = self.norm(x)
+        a, cache = self.attention(h, start, state.cache)
+        m, memory = self.memory(h, state.memory)
+        gated = self.attention_out_norm(a) * torch.sigmoid(self.memory_out_norm(m))
+        return x + gated, LayerState(memory, cache)
+
+
+class MACBlock(Block):
+    """Memory as context. Per segment (``segment_size`` tokens aligned to absolute positions): each
+    token's query reads the memory as it was at the segment start; attention sees the persistent
+    pairs and, up to itself, the segment's retrieved and own tokens; its output ``y`` updates the
+    memory token by token, and the block adds ``y * sigmoid(memory(y))``.
+    """
+
+    def __init__(self, config: TitansConfig):
+        super().__init__(config)
+        self.attention = Attention(config.d_model, config.n_heads, config.n_persistent, config.rope_base)
+        self.to_retrieval = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.segment_size = config.segment_size
+
+    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+        h = self.norm(x)
+        q = self.attention.queries(h, start)
+        k, v = self.attention.keys_values(h, start)
+        retrieval = self.to_retrieval(h)
+        memory, cache, segment_weights = state.memory, state.cache, state.segment_weights
+        outputs, offset = [], 0
+        while offset < x.shape[1]:
+            position = start + offset
+            into = position % self.segment_size
+            stop = min(x.shape[1], offset + self.segment_size - into)
+            if into == 0:
+                segment_weights, cache = memory.weights, None
+            retrieved = self._retrieve(retrieval[:, offset:stop], segment_weights)
+            rk, rv = self.attention.keys_values(retrieved, position)
+            keys = _interleave(rk, k[:, :, offset:stop])
+            values = _interleave(rv, v[:, :, offset:stop])
+            if cache is not None:
+                keys, values = torch.cat([cache[0], keys], dim=2), torch.cat([cache[1], values], dim=2)
+            q_pos = torch.arange(into, into + stop - offset, device=x.device)
+            k_pos = torch.arange(keys.shape[2], device=x.device) // 2
+            y = self.attention.attend(q[:, :, offset:stop], keys, values, q_pos, k_pos, None)
+            m, memory = self.memory(y, memory)
+            outputs.append(y * torch.sigmoid(m))
+            cache = (keys, values)
+            offset = stop
+        if (start + x.shape[1]) % self.segment_size == 0:
+            cache, segment_weights = None, None
+        return x + torch.cat(outputs, dim=1), LayerState(memory, cache, segment_weights)
+
+    def _retrieve(self, queries: Tensor, weights: list[Tensor]) -> Tensor:
+        """Read the memory ``weights`` (no update) with per-head L2-normalised queries."""
+        heads = self.memory.heads
+        q = F.normalize(queries.unflatten(-1, (heads, -1)).transpose(1, 2), dim=-1)
+        return self.memory.readout(memory_mlp(q, weights))
+
+
+def _interleave(a: Tensor, b: Tensor) -> Tensor:
+    """``[a_0, b_0, a_1, b_1, ...]`` along dimension 2."""
+    return torch.stack([a, b], dim=3).flatten(2, 3)
+
+
+BLOCKS: dict[str, type[Block]] = {"LMM": LMMBlock, "MAL": MALBlock, "MAG": MAGBlock, "MAC": MACBlock}

@@ -1,0 +1,141 @@
+"""Sampling and generation: prefill once, then one token per step from the carried state.
+
+``generate`` yields token ids as they are chosen. Its ``state`` afterwards has consumed the prompt
+and every token yielded (even if the caller stops early), so a session's memory always matches
+the transcript it was shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from titans_core.model import TitansLM
+from titans_core.state import ModelState
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 switch those filters off."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise ValueError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if not (isinstance(self.temperature, int | float) and 0 <= self.temperature < float("inf")):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0, got {self.top_k!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not all(isinstance(t, int) and not isinstance(t, bool) for t in self.stop_token_ids):
+            raise ValueError(f"stop_token_ids must be integers, got {self.stop_token_ids!r}")
+
+
+def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> Tensor:
+    """Next token ids ``[B]`` from logits ``[B, V]``: greedy, or temperature with top-k / top-p."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / params.temperature
+    if 0 < params.top_k < logits.shape[-1]:
+        kth = logits.topk(params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token when the ones before it already reach top_p (the first always stays).
+        drop = (cumulative - ordered.softmax(dim=-1)) >= params.top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+class Generation:
+    """An iterator of generated token ids; ``state``, ``finish_reason`` and counts as it goes."""
+
+    def __init__(
+        self,
+        model: TitansLM,
+        prompt: Sequence[int] | Tensor,
+        state: ModelState | None,
+        params: SamplingParams,
+    ):
+        device = model.embed.weight.device
+        self.prompt = torch.as_tensor(prompt, dtype=torch.int64, device=device).reshape(1, -1)
+        if self.prompt.shape[1] == 0:
+            raise ValueError("the prompt must hold at least one token")
+        self.model, self.params, self.state = model, params, state
+        self.finish_reason: str | None = None  # "stop" or "length" once finished
+        self.completion_tokens = 0
+        self._generator = torch.Generator(device=device)
+        if params.seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(params.seed)
+        self._tokens = self._run()
+
+    def __iter__(self) -> Iterator[int]:
+        return self
+
+    def __next__(self) -> int:
+        return next(self._tokens)
+
+    def close(self) -> None:
+        """Stop early; the state still takes in every token yielded."""
+        self._tokens.close()
+
+    def _run(self) -> Iterator[int]:
+        logits = self._feed(self.prompt, "last")
+        pending = None
+        try:
+            for step in range(self.params.max_new_tokens):
+                token = sample(logits[:, -1], self.params, self._generator)
+                pending = token.view(1, 1)
+                self.completion_tokens += 1
+                yield int(token)
+                if int(token) in self.params.stop_token_ids:
+                    self.finish_reason = "stop"
+                    return
+                if step + 1 < self.params.max_new_tokens:
+                    logits, pending = self._feed(pending, "last"), None
+            self.finish_reason = "length"
+        finally:
+            if pending is not None:
+                self._feed(pending, "none")
+
+    def _feed(self, tokens: Tensor, logits: str) -> Tensor | None:
+        with torch.inference_mode():
+            out, self.state = self.model(tokens, self.state, logits=logits)
+        return out
+
+
+def generate(
+    model: TitansLM,
+    prompt: Sequence[int] | Tensor,
+    state: ModelState | None = None,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    seed: int | None = None,
+    stop_token_ids: Sequence[int] = (),
+) -> Generation:
+    """Continue ``state`` (a fresh session if None) with ``prompt``, then sample up to ``max_new_tokens``.
+
+    Iterate the result for token ids; a stop token is yielded, then generation ends.
+    """
+    params = SamplingParams(max_new_tokens, temperature, top_p, top_k, seed, tuple(stop_token_ids))
+    return Generation(model, prompt, state, params)
