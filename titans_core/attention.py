@@ -1,7 +1,8 @@
 """Attention with rotary positions and persistent memory, over sliding windows or MAC segments.
 
-Keys are rotated by absolute position (angles computed in float64, so position 10^9 is as exact as
-position 10), which makes a cache of rotated keys valid for any later query. ``n_persistent``
+Keys are rotated by absolute position, which makes a cache of rotated keys valid for any later
+query. Angles are computed in float64: at position 10^9 a float32 angle would be off by tens of
+radians, a float64 one by 10^-7. ``n_persistent``
 learned key/value pairs (Sukhbaatar et al., 2019; Titans' persistent memory) are visible to every
 query and carry no position.
 """

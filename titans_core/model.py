@@ -90,6 +90,8 @@ class TitansLM(nn.Module):
             state = self.initial_state(tokens.shape[0])
         else:
             self._check_state(state, tokens.shape[0])
+        if tokens.shape[1] == 0:
+            return (None if logits == "none" else self._empty_logits(tokens)), state
         outputs = []
         for piece in tokens.split(self.piece_tokens, dim=1):
             hidden, state = self._forward_piece(piece, state)
@@ -98,8 +100,8 @@ class TitansLM(nn.Module):
         if logits == "none":
             return None, state
         if logits == "last":
-            return (self._logits(hidden[:, -1:]) if tokens.shape[1] else self._empty_logits(tokens)), state
-        return (torch.cat(outputs, dim=1) if outputs else self._empty_logits(tokens)), state
+            return self._logits(hidden[:, -1:]), state
+        return torch.cat(outputs, dim=1), state
 
     def _forward_piece(self, tokens: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         x = self.embed(tokens)

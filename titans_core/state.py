@@ -118,7 +118,11 @@ def to_bytes(state: ModelState, metadata: dict[str, str] | None = None) -> bytes
         "config_hash": state.config_hash,
         "position": str(state.position),
     }
-    tensors = {k: t.detach().to("cpu").contiguous() for k, t in state.named_tensors().items()}
+    # Own copies: a state's tensors may be views sharing storage, which safetensors refuses.
+    tensors = {
+        k: t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+        for k, t in state.named_tensors().items()
+    }
     return save(tensors, metadata=header)
 
 
