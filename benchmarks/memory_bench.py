@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from harness import limit_address_space, matmul_rate, measure, peak_rss_mb, summary, tensor_bytes, value_range
 
 DIM, HIDDEN, CHUNK = 256, 1024, 64
 ONE_SHOT_MAX = 65536  # longer inputs (ours at 1M) are generated and fed in pieces,
@@ -37,36 +37,6 @@ def flops_per_token(dim: int = DIM, hidden: int = HIDDEN, chunk: int = CHUNK) ->
     memory = 11 * dim * hidden + 2 * chunk * (dim + hidden) + chunk * chunk
     projections = dim * (3 * dim + 3) + dim * dim
     return 2 * (memory + projections)
-
-
-def matmul_rate(repeats: int = 20) -> float:
-    """Median fp32 FLOP/s of a 1024 x 1024 x 1024 product on this machine, now."""
-    import torch
-
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    times = []
-    for _ in range(repeats + 3):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * 1024**3 / statistics.median(times[3:])
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _tensor_bytes(obj) -> int:
-    """Bytes of every tensor reachable in nested tuples, lists, dicts and TensorDicts."""
-    import torch
-
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if hasattr(obj, "items"):
-        return sum(_tensor_bytes(v) for _, v in obj.items())
-    if isinstance(obj, (tuple, list)):
-        return sum(_tensor_bytes(v) for v in obj)
-    return 0
 
 
 def _build(impl: str):
@@ -109,10 +79,10 @@ def worker(impl: str, task: str, tokens: int) -> dict:
                 start = time.perf_counter()
                 _, state = _step(impl, memory, x, state)
                 elapsed += time.perf_counter() - start
-            state_bytes = state.nbytes() if impl == "ours" else _tensor_bytes(state)
+            state_bytes = state.nbytes() if impl == "ours" else tensor_bytes(state)
             return {
                 "tokens_per_s": tokens / elapsed,
-                "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
                 "state_bytes": state_bytes,
             }
         x = torch.randn(1, tokens + CHUNK, DIM, generator=generator)
@@ -120,44 +90,11 @@ def worker(impl: str, task: str, tokens: int) -> dict:
         start = time.perf_counter()
         for t in range(CHUNK, CHUNK + tokens):
             _, state = _step(impl, memory, x[:, t : t + 1], state)
-        return {"tokens_per_s": tokens / (time.perf_counter() - start), "peak_rss_mb": _peak_rss_mb()}
+        return {"tokens_per_s": tokens / (time.perf_counter() - start), "peak_rss_mb": peak_rss_mb()}
 
 
 def _measure(impl: str, task: str, tokens: int, memory_limit_gb: float) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        impl,
-        task,
-        str(tokens),
-        "--limit-gb",
-        str(memory_limit_gb),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        reason = "out of memory" if "MemoryError" in done.stderr or "alloc" in done.stderr else "failed"
-        last_line = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        return {"error": f"{reason}: {last_line}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _summary(impl: str, tokens: int, measured: list[dict]) -> dict:
-    """One table row from repeated measurements: the median and every run, or the last error."""
-    good = [m for m in measured if "error" not in m]
-    if not good:
-        return {"impl": impl, "tokens": tokens, "error": measured[-1]["error"]}
-    row = {
-        "impl": impl,
-        "tokens": tokens,
-        "tokens_per_s": statistics.median(m["tokens_per_s"] for m in good),
-        "tokens_per_s_all": [m["tokens_per_s"] for m in good],
-        "peak_rss_mb": max(m["peak_rss_mb"] for m in good),
-        "runs": len(good),
-    }
-    if "state_bytes" in good[-1]:
-        row["state_bytes"] = good[-1]["state_bytes"]
-    return row
+    return measure(__file__, [impl, task, str(tokens), "--limit-gb", str(memory_limit_gb)])
 
 
 def run(
@@ -175,17 +112,13 @@ def run(
                 print(f"ingest {tokens:>8} {impl:15} {runs[impl][-1]}", file=sys.stderr)
         for impl, measured in runs.items():
             if measured:
-                results["ingest"].append(_summary(impl, tokens, measured))
+                results["ingest"].append(summary(measured, impl=impl, tokens=tokens))
     for impl in ("ours", "titans-pytorch"):
         measured = [_measure(impl, "stream", stream_tokens, limit_gb) for _ in range(repeats)]
         print(f"stream {impl:15} {measured}", file=sys.stderr)
-        results["stream"].append(_summary(impl, stream_tokens, measured))
+        results["stream"].append(summary(measured, impl=impl, tokens=stream_tokens))
     results["matmul_flops_median"] = statistics.median(results["matmul_flops"])
     return results
-
-
-def _range(values: list[float]) -> str:
-    return f"{min(values):,.0f}-{max(values):,.0f}"
 
 
 def report(results: dict) -> str:
@@ -210,7 +143,7 @@ def report(results: dict) -> str:
         if r["impl"] == "ours" and peer and "error" not in peer:
             ratio = f"{r['tokens_per_s'] / peer['tokens_per_s']:.2f}x"
         flop_cell = f"{achieved / 1e9:.1f} ({achieved / rate:.0%})" if r["impl"] == "ours" else ""
-        rate_cell = f"{r['tokens_per_s']:,.0f} ({_range(r['tokens_per_s_all'])})"
+        rate_cell = f"{r['tokens_per_s']:,.0f} ({value_range(r['tokens_per_s_all'])})"
         lines.append(
             f"| {r['tokens']} | {r['impl']} | {rate_cell} | {flop_cell} "
             f"| {r['peak_rss_mb']:,.0f} | {r['state_bytes'] / 1e6:.2f} | {ratio} |"
@@ -222,7 +155,7 @@ def report(results: dict) -> str:
             continue
         lines.append(
             f"token-by-token streaming, {r['impl']}: {r['tokens_per_s']:,.0f} tokens/s "
-            f"(runs: {_range(r['tokens_per_s_all'])})"
+            f"(runs: {value_range(r['tokens_per_s_all'])})"
         )
     return "\n".join(lines)
 
@@ -243,8 +176,7 @@ def main() -> None:
 
     torch.set_num_threads(2)  # the measurements' thread count, for the matmul rate measured here too
     if args.worker:
-        limit = int(args.limit_gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        limit_address_space(args.limit_gb)
         impl, task, tokens = args.worker
         print(json.dumps(worker(impl, task, int(tokens))))
         return

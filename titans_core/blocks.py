@@ -119,19 +119,20 @@ class MACBlock(Block):
 
     def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
         h = self.norm(x)
-        q = self.attention.queries(h, start)
-        k, v = self.attention.keys_values(h, start)
+        table = self.attention.rotary(start, x.shape[1])
+        q, k, v = self.attention.project(h, table)
         retrieval = self.to_retrieval(h)
         memory, cache, segment_weights = state.memory, state.cache, state.segment_weights
         outputs, offset = [], 0
         while offset < x.shape[1]:
-            position = start + offset
-            into = position % self.segment_size
+            into = (start + offset) % self.segment_size
             stop = min(x.shape[1], offset + self.segment_size - into)
             if into == 0:
                 segment_weights, cache = memory.weights, None
             retrieved = self._retrieve(retrieval[:, offset:stop], segment_weights)
-            rk, rv = self.attention.keys_values(retrieved, position)
+            rk, rv = self.attention.project_keys_values(
+                retrieved, (table[0][offset:stop], table[1][offset:stop])
+            )
             keys = _interleave(rk, k[:, :, offset:stop])
             values = _interleave(rv, v[:, :, offset:stop])
             if cache is not None:

@@ -7,6 +7,7 @@ boundaries are absolute positions in the stream, and the state carries the open 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,10 +119,18 @@ class NeuralMemory(nn.Module):
         self.norm = nn.RMSNorm(head_dim)
         self.to_out = nn.Linear(inner, dim, bias=False)
         with torch.no_grad():
-            # Start with small steps, strong momentum and little forgetting.
+            # Start with strong momentum, little forgetting and steps small enough to be stable on
+            # any input: a chunk of b identical unit keys moves the memory about b theta / (1 - eta)
+            # times the gradient, and the squared loss overshoots (then diverges) from 1 on. Start
+            # at 1/2: theta = (1 - eta) / (2 b).
+            momentum_bias, decay_bias = 2.0, -9.0
+            eta = torch.sigmoid(torch.tensor(momentum_bias)).item() if use_momentum else 0.0
+            theta = min((1 - eta) / (2 * chunk_size), max_lr / 2)
             gate_bias = self.to_inputs.bias[3 * inner :].view(gates, heads)
-            gate_bias[0].fill_(-2.0)
-            gate_bias[1:].copy_(torch.tensor([2.0] * use_momentum + [-6.0] * use_decay).unsqueeze(-1))
+            gate_bias[0].fill_(math.log(theta / (max_lr - theta)))
+            gate_bias[1:].copy_(
+                torch.tensor([momentum_bias] * use_momentum + [decay_bias] * use_decay).unsqueeze(-1)
+            )
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
