@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+Rotary = tuple[Tensor, Tensor]  # cos and sin of every position and frequency
 
-def rotary_table(start: int, length: int, dim: int, base: float, like: Tensor) -> tuple[Tensor, Tensor]:
+
+def rotary_table(start: int, length: int, dim: int, base: float, like: Tensor) -> Rotary:
     """cos and sin ``[length, dim / 2]`` of RoPE at positions ``start ...``, in ``like``'s dtype."""
     inv_freq = base ** -(torch.arange(0, dim, 2, dtype=torch.float64, device=like.device) / dim)
     positions = torch.arange(start, start + length, dtype=torch.float64, device=like.device)
@@ -22,7 +24,7 @@ def rotary_table(start: int, length: int, dim: int, base: float, like: Tensor) -
     return angles.cos().to(like.dtype), angles.sin().to(like.dtype)
 
 
-def rotate(x: Tensor, table: tuple[Tensor, Tensor]) -> Tensor:
+def rotate(x: Tensor, table: Rotary) -> Tensor:
     """``x`` ``[..., L, d]`` rotated by the :func:`rotary_table` of its positions."""
     cos, sin = table
     x1, x2 = x.chunk(2, dim=-1)
@@ -40,17 +42,13 @@ class Attention(nn.Module):
         self.persistent_keys = nn.Parameter(0.02 * torch.randn(n_heads, n_persistent, self.head_dim))
         self.persistent_values = nn.Parameter(0.02 * torch.randn(n_heads, n_persistent, self.head_dim))
 
-    def rotary(self, start: int, length: int) -> tuple[Tensor, Tensor]:
-        """The RoPE table for ``length`` tokens from ``start`` (shared by every projection there)."""
-        return rotary_table(start, length, self.head_dim, self.rope_base, self.to_out.weight)
-
-    def project(self, x: Tensor, table: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def project(self, x: Tensor, table: Rotary) -> tuple[Tensor, Tensor, Tensor]:
         """Rotated queries and keys, and values, ``[B, H, L, d]`` for ``x`` ``[B, L, d_model]``."""
         qkv = self.to_qkv(x).unflatten(-1, (3, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         qk = rotate(qkv[:2], table)
         return qk[0], qk[1], qkv[2]
 
-    def project_keys_values(self, x: Tensor, table: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def project_keys_values(self, x: Tensor, table: Rotary) -> tuple[Tensor, Tensor]:
         """Only the rotated keys and the values, for tokens that are never queries."""
         width = self.n_heads * self.head_dim
         kv = F.linear(x, self.to_qkv.weight[width:])
@@ -58,28 +56,34 @@ class Attention(nn.Module):
         return rotate(k, table), v
 
     def attend(
-        self, q: Tensor, k: Tensor, v: Tensor, q_pos: Tensor, k_pos: Tensor, window: int | None
-    ) -> Tensor:
+        self,
+        q: Tensor,
+        keys: list[Tensor],
+        values: list[Tensor],
+        q_pos: Tensor,
+        k_pos: Tensor,
+        window: int | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Query ``i`` sees the persistent pairs and key ``j`` where ``0 <= q_pos[i] - k_pos[j] < window``.
 
-        ``window`` None means no lower limit. A single query must be given only keys it sees (no
-        mask is built for it). Returns ``[B, L, d_model]`` after the output projection.
+        ``keys`` and ``values`` come in parts (a cache and new tokens) that are joined once, with
+        the persistent pairs, and returned joined (views) for caching. ``window`` None means no
+        lower limit. A single query must be given only keys it sees (no mask is built for it).
+        Returns ``[B, L, d_model]`` after the output projection, and the joined keys and values.
         """
         batch, persistent = q.shape[0], self.persistent_keys.shape[1]
+        k = torch.cat([self.persistent_keys.expand(batch, -1, -1, -1).to(q.dtype), *keys], dim=2)
+        v = torch.cat([self.persistent_values.expand(batch, -1, -1, -1).to(q.dtype), *values], dim=2)
         visible = None
         if len(q_pos) > 1:
             distance = q_pos[:, None] - k_pos[None, :]
             visible = distance >= 0
             if window is not None:
                 visible &= distance < window
-            if persistent:
-                always = torch.ones(len(q_pos), persistent, dtype=torch.bool, device=visible.device)
-                visible = torch.cat([always, visible], dim=1)
-        if persistent:
-            k = torch.cat([self.persistent_keys.expand(batch, -1, -1, -1).to(k.dtype), k], dim=2)
-            v = torch.cat([self.persistent_values.expand(batch, -1, -1, -1).to(v.dtype), v], dim=2)
+            always = torch.ones(len(q_pos), persistent, dtype=torch.bool, device=visible.device)
+            visible = torch.cat([always, visible], dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
-        return self.to_out(y.transpose(1, 2).flatten(2))
+        return self.to_out(y.transpose(1, 2).flatten(2)), k[:, :, persistent:], v[:, :, persistent:]
 
 
 class SlidingWindowAttention(nn.Module):
@@ -93,29 +97,34 @@ class SlidingWindowAttention(nn.Module):
         self.window = window
 
     def forward(
-        self, x: Tensor, start: int, cache: tuple[Tensor, Tensor] | None
+        self, x: Tensor, start: int, cache: tuple[Tensor, Tensor] | None, table: Rotary
     ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
-        """``x`` ``[B, L, d_model]`` at positions from ``start``; ``cache`` the keys and values before it."""
-        q, k, v = self.attention.project(x, self.attention.rotary(start, x.shape[1]))
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
-        first = start + x.shape[1] - k.shape[2]  # the position of the first key held
-        positions = torch.arange(first, start + x.shape[1], device=x.device)
+        """``x`` ``[B, L, d_model]`` at positions from ``start`` (``table`` their RoPE); ``cache`` the
+        keys and values before it."""
+        length, keep = x.shape[1], self.window - 1
+        q, k, v = self.attention.project(x, table)
+        held = 0 if cache is None else cache[0].shape[2]
+        keys, values = ([k], [v]) if cache is None else ([cache[0], k], [cache[1], v])
+        positions = torch.arange(start - held, start + length, device=x.device)
+        if length <= self.window:
+            # One block (decode and short prompts): the cache, new keys and persistent pairs are
+            # joined once, and the next cache is a view of that.
+            y, k, v = self.attention.attend(q, keys, values, positions[held:], positions, self.window)
+            return y, None if keep == 0 else (k[:, :, -keep:], v[:, :, -keep:])
+        k, v = torch.cat(keys, dim=2), torch.cat(values, dim=2)
         outputs = []
-        for block in range(0, x.shape[1], self.window):
-            stop = min(block + self.window, x.shape[1])
-            lo = max(0, start + block - self.window + 1 - first)
-            hi = start + stop - first
-            outputs.append(
-                self.attention.attend(
-                    q[:, :, block:stop],
-                    k[:, :, lo:hi],
-                    v[:, :, lo:hi],
-                    positions[start - first + block : start - first + stop],
-                    positions[lo:hi],
-                    self.window,
-                )
+        for block in range(0, length, self.window):
+            stop = min(block + self.window, length)
+            lo, hi = max(0, held + block - keep), held + stop
+            y, _, _ = self.attention.attend(
+                q[:, :, block:stop],
+                [k[:, :, lo:hi]],
+                [v[:, :, lo:hi]],
+                positions[held + block : held + stop],
+                positions[lo:hi],
+                self.window,
             )
-        keep = self.window - 1
+            outputs.append(y)
+        # Copies: a view would keep this whole input's keys alive in the state.
         cache = None if keep == 0 else (k[:, :, -keep:].clone(), v[:, :, -keep:].clone())
         return torch.cat(outputs, dim=1), cache

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_core.attention import Attention, SlidingWindowAttention
+from titans_core.attention import Attention, Rotary, SlidingWindowAttention
 from titans_core.config import TitansConfig
 from titans_core.memory import NeuralMemory
 from titans_core.ops import memory_mlp
@@ -51,18 +51,19 @@ class Block(nn.Module):
     def initial_state(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> LayerState:
         return LayerState(self.memory.initial_state(batch_size, device, dtype))
 
-    def forward(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
-        x, state = self.mix(x, start, state)
+    def forward(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
+        """``x`` at positions from ``start``; ``table`` their RoPE (shared by every layer)."""
+        x, state = self.mix(x, start, state, table)
         return x + self.ffn(self.ffn_norm(x)), state
 
-    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+    def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         raise NotImplementedError
 
 
 class LMMBlock(Block):
     """Memory as the only sequence mixer."""
 
-    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+    def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         y, memory = self.memory(self.norm(x), state.memory)
         return x + y, LayerState(memory)
 
@@ -77,10 +78,10 @@ class MALBlock(Block):
             config.d_model, config.n_heads, config.n_persistent, config.rope_base, config.window
         )
 
-    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+    def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         y, memory = self.memory(self.norm(x), state.memory)
         x = x + y
-        y, cache = self.attention(self.attention_norm(x), start, state.cache)
+        y, cache = self.attention(self.attention_norm(x), start, state.cache, table)
         return x + y, LayerState(memory, cache)
 
 
@@ -96,9 +97,9 @@ class MAGBlock(Block):
         self.attention_out_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
         self.memory_out_norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
 
-    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+    def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         h = self.norm(x)
-        a, cache = self.attention(h, start, state.cache)
+        a, cache = self.attention(h, start, state.cache, table)
         m, memory = self.memory(h, state.memory)
         gated = self.attention_out_norm(a) * torch.sigmoid(self.memory_out_norm(m))
         return x + gated, LayerState(memory, cache)
@@ -117,9 +118,8 @@ class MACBlock(Block):
         self.to_retrieval = nn.Linear(config.d_model, config.d_model, bias=False)
         self.segment_size = config.segment_size
 
-    def mix(self, x: Tensor, start: int, state: LayerState) -> tuple[Tensor, LayerState]:
+    def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         h = self.norm(x)
-        table = self.attention.rotary(start, x.shape[1])
         q, k, v = self.attention.project(h, table)
         retrieval = self.to_retrieval(h)
         memory, cache, segment_weights = state.memory, state.cache, state.segment_weights
@@ -133,19 +133,18 @@ class MACBlock(Block):
             rk, rv = self.attention.project_keys_values(
                 retrieved, (table[0][offset:stop], table[1][offset:stop])
             )
-            keys = _interleave(rk, k[:, :, offset:stop])
-            values = _interleave(rv, v[:, :, offset:stop])
+            keys, values = [_interleave(rk, k[:, :, offset:stop])], [_interleave(rv, v[:, :, offset:stop])]
             if cache is not None:
-                keys, values = torch.cat([cache[0], keys], dim=2), torch.cat([cache[1], values], dim=2)
+                keys, values = [cache[0], *keys], [cache[1], *values]
             q_pos = torch.arange(into, into + stop - offset, device=x.device)
-            k_pos = torch.arange(keys.shape[2], device=x.device) // 2
-            y = self.attention.attend(q[:, :, offset:stop], keys, values, q_pos, k_pos, None)
+            k_pos = torch.arange(2 * stop - 2 * offset + 2 * into, device=x.device) // 2
+            y, *cache = self.attention.attend(q[:, :, offset:stop], keys, values, q_pos, k_pos, None)
             m, memory = self.memory(y, memory)
             outputs.append(y * torch.sigmoid(m))
-            cache = (keys, values)
             offset = stop
         if (start + x.shape[1]) % self.segment_size == 0:
             cache, segment_weights = None, None
+        cache = None if cache is None else tuple(cache)
         return x + torch.cat(outputs, dim=1), LayerState(memory, cache, segment_weights)
 
     def _retrieve(self, queries: Tensor, weights: list[Tensor]) -> Tensor:

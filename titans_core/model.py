@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from titans_core._validation import describe
+from titans_core.attention import rotary_table
 from titans_core.blocks import BLOCKS
 from titans_core.config import TitansConfig
 from titans_core.state import ModelState, state_shapes
@@ -105,9 +106,11 @@ class TitansLM(nn.Module):
 
     def _forward_piece(self, tokens: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         x = self.embed(tokens)
+        config = self.config
+        table = rotary_table(state.position, tokens.shape[1], config.head_dim, config.rope_base, x)
         layers = []
         for layer, layer_state in zip(self.layers, state.layers):
-            x, layer_state = layer(x, state.position, layer_state)
+            x, layer_state = layer(x, state.position, layer_state, table)
             layers.append(layer_state)
         return self.norm(x), ModelState(layers, state.position + tokens.shape[1], state.config_hash)
 

@@ -122,6 +122,12 @@ def memory_stream(
     chunk (None when the input ends on a chunk boundary).
     """
     _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
+    if q.shape[2] == 1:
+        y, open_chunk = _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk)
+        if open_chunk.length == chunk_size:
+            weights, momentum = commit_chunk(weights, momentum, open_chunk)
+            open_chunk = None
+        return y, weights, momentum, open_chunk
     # Batch and heads are one dimension inside, so every product is a (fused) bmm.
     batch = q.shape[:2]
     q, k, v, theta, eta, alpha = (_flat(x) for x in (q, k, v, theta, eta, alpha))
@@ -215,6 +221,40 @@ def _advance_chunk(q, k, v, weights, momentum, open_chunk, local) -> tuple[Tenso
     return y, OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end)
 
 
+def _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk) -> tuple[Tensor, OpenChunk]:
+    """One token (a decode step): :func:`_advance_chunk` with every product over one row written
+    out, on ``[B, H, ...]`` tensors as they come. Decoding is bound by the number of ops, not FLOPs.
+    """
+    inputs, deltas = _key_factors(k, v, weights)
+    theta, kept = theta[..., 0], None if alpha is None else 1 - alpha[..., 0]
+    eta = None if eta is None else eta[..., 0]
+    if open_chunk is None:
+        g, s, beta, f, m = theta.unsqueeze(-1), None, kept, eta, eta
+        if eta is not None:
+            s = g
+    else:
+        prev = open_chunk
+        inputs = [torch.cat(pair, dim=2) for pair in zip(prev.inputs, inputs)]
+        deltas = [torch.cat(pair, dim=2) for pair in zip(prev.deltas, deltas)]
+        g = prev.g if kept is None else prev.g * kept.unsqueeze(-1)
+        beta = None if kept is None else prev.beta * kept
+        s = f = m = None
+        if eta is not None:
+            g = g + prev.s * eta.unsqueeze(-1)
+            s = torch.cat([prev.s * eta.unsqueeze(-1), theta.unsqueeze(-1)], dim=-1)
+            f = (prev.f if kept is None else prev.f * kept) + prev.m * eta
+            m = prev.m * eta
+        g = torch.cat([g, theta.unsqueeze(-1)], dim=-1)
+    a, last = q, len(weights) - 1
+    for layer, w in enumerate(weights):
+        pre = (a if beta is None else a * beta[..., None, None]) @ w
+        if momentum is not None:
+            pre = pre + (a * f[..., None, None]) @ momentum[layer]
+        pre = pre - ((a @ inputs[layer].mT) * g.unsqueeze(-2)) @ deltas[layer]
+        a = pre if layer == last else torch.nn.functional.silu(pre)
+    return a, OpenChunk(inputs, deltas, g, s, beta, f, m)
+
+
 def _silu_grad(h: Tensor) -> Tensor:
     s = torch.sigmoid(h)
     return s * (1 + h * (1 - s))
@@ -226,10 +266,10 @@ def _key_factors(k: Tensor, v: Tensor, weights: list[Tensor]) -> tuple[list[Tens
     for w in weights[:-1]:
         pre.append(inputs[-1] @ w)
         inputs.append(torch.nn.functional.silu(pre[-1]))
-    delta = torch.bmm(inputs[-1], weights[-1]).sub_(v).mul_(2)
+    delta = (inputs[-1] @ weights[-1]).sub_(v).mul_(2)
     deltas = [delta]
     for w, h in zip(reversed(weights[1:]), reversed(pre)):
-        delta = torch.bmm(delta, w.mT).mul_(_silu_grad(h))
+        delta = (delta @ w.mT).mul_(_silu_grad(h))
         deltas.append(delta)
     return inputs, deltas[::-1]
 
