@@ -120,7 +120,8 @@ def _ours():
 
 
 def worker(impl: str, task: str, tokens: int) -> dict:
-    """One measurement: ``ingest`` (a forward over ``tokens``) or ``decode`` (``tokens`` new tokens)."""
+    """One measurement: ``ingest`` (a forward over ``tokens``), or ``decode`` / ``decode8`` (``tokens``
+    new tokens for 1 / 8 sessions; tokens/s counts every session's tokens)."""
     import torch
 
     model = {"ours": _ours, "titans-pytorch": _peer, "transformer": _transformer}[impl]().eval()
@@ -143,8 +144,9 @@ def worker(impl: str, task: str, tokens: int) -> dict:
 
                 result["state_bytes"] = len(to_bytes(state))
             return result | {"peak_rss_mb": peak_rss_mb(), "parameters": parameters}
-        prompt = torch.randint(0, VOCAB, (1, PROMPT), generator=generator)
-        if impl == "ours":
+        batch = 8 if task == "decode8" else 1
+        prompt = torch.randint(0, VOCAB, (batch, PROMPT), generator=generator)
+        if impl == "ours" and batch == 1:
             from titans_core import generate
 
             steps = generate(model, prompt[0], max_new_tokens=tokens, top_p=0.9, seed=0)
@@ -152,6 +154,18 @@ def worker(impl: str, task: str, tokens: int) -> dict:
             start = time.perf_counter()
             produced = 1 + sum(1 for _ in steps)
             rate = (produced - 1) / (time.perf_counter() - start)
+        elif impl == "ours":
+            # Sessions at one position stack into one batch: every step is one batched forward.
+            from titans_core import SamplingParams
+            from titans_core.generation import sample
+
+            params = SamplingParams(top_p=0.9)
+            logits, state = model(prompt, logits="last")
+            start = time.perf_counter()
+            for _ in range(tokens):
+                token = sample(logits[:, -1], params, generator)
+                logits, state = model(token.unsqueeze(-1), state, logits="last")
+            rate = batch * tokens / (time.perf_counter() - start)
         else:
             # sample() always prefills: the difference of two lengths is the decode time alone.
             times = []
@@ -159,7 +173,7 @@ def worker(impl: str, task: str, tokens: int) -> dict:
                 start = time.perf_counter()
                 model.sample(prompt, PROMPT + new, use_cache=True, show_progress=False)
                 times.append(time.perf_counter() - start)
-            rate = (tokens - tokens // 4) / (times[1] - times[0])
+            rate = batch * (tokens - tokens // 4) / (times[1] - times[0])
         return {"tokens_per_s": rate, "peak_rss_mb": peak_rss_mb(), "parameters": parameters}
 
 
@@ -225,7 +239,7 @@ def report(results: dict) -> str:
             ratio = f"{ours['tokens_per_s'] / r['tokens_per_s']:.2f}x"
         achieved = r["tokens_per_s"] * flops
         flop_cell = f"{achieved / 1e9:.1f} ({achieved / rate:.0%})" if r["impl"] == "ours" else ""
-        if r["task"] == "decode":
+        if r["task"].startswith("decode"):
             flop_cell = ""
         state = f"{r['state_bytes'] / 1e6:.2f}" if "state_bytes" in r else ""
         lines.append(
@@ -269,6 +283,7 @@ def main() -> None:
         plan += [("titans-pytorch", "ingest", t, n) for t in (4096, 16384)]
         plan += [("transformer", "ingest", t, n if t <= 16384 else 1) for t in (4096, 16384, 65536)]
         plan += [(impl, "decode", 128, n) for impl in ("ours", "titans-pytorch")]
+        plan += [(impl, "decode8", 64, n) for impl in ("ours", "titans-pytorch")]
     results = run(plan, args.limit_gb)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

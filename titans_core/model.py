@@ -127,7 +127,7 @@ class TitansLM(nn.Module):
             raise ValueError("tokens must hold at least one sequence")
         if tokens.device != self.embed.weight.device:
             raise ValueError(f"tokens must be on {self.embed.weight.device}, got {describe(tokens)}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.config.vocab_size):
+        if tokens.numel() and ((tokens < 0) | (tokens >= self.config.vocab_size)).any():
             raise ValueError(f"token ids must lie in [0, {self.config.vocab_size})")
 
     def _check_state(self, state: ModelState, batch: int) -> None:
