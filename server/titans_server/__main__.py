@@ -1,0 +1,21 @@
+"""``titans-server`` / ``python -m titans_server``: settings from flags and TITANS_* variables, then serve."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from pydantic_settings import CliApp
+
+from titans_server.app import create_app
+from titans_server.settings import Settings
+
+
+def main() -> None:
+    settings = CliApp.run(Settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The FastAPI application: model, store and engine come up in the lifespan, routes sit on top."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import torch
+from fastapi import FastAPI
+
+from titans_core import TitansLM
+from titans_core.model import PRESETS
+from titans_server.engine import Engine
+from titans_server.errors import install_error_handlers
+from titans_server.metrics import Metrics
+from titans_server.routes import health, openai, sessions
+from titans_server.service import Service
+from titans_server.settings import Settings
+from titans_server.store import EmbeddedRedis, SessionStore
+
+log = logging.getLogger("titans_server")
+
+
+def load_model(name: str, device: str) -> tuple[TitansLM, str]:
+    """The model to serve and its id: a preset, a checkpoint directory, or ``default``."""
+    if name == "default":
+        log.warning(
+            "no trained default model ships yet: serving 'tiny-random' (random weights, meaningless replies)"
+        )
+        name = "tiny-random"
+    model = TitansLM.from_pretrained(name)
+    target = (
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    model_id = name if name in PRESETS else Path(name).resolve().name
+    return model.to(target).eval(), model_id
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        model, model_id = load_model(settings.model, settings.device)
+        embedded = None
+        if settings.redis_url is None:
+            embedded = EmbeddedRedis(settings.data_dir)
+            client = embedded.client()
+        else:
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(settings.redis_url)
+        metrics = Metrics()
+        engine = Engine(
+            model,
+            max_batch_size=settings.max_batch_size,
+            max_queue=settings.max_queue,
+            piece_tokens=settings.prefill_piece_tokens,
+        )
+        engine.step_observer = metrics.observe_step
+        engine.start()
+        app.state.service = Service(settings, model, model_id, SessionStore(client), engine, metrics)
+        log.info(
+            "serving %s on %s, listening on http://%s:%d",
+            model_id,
+            engine.device,
+            settings.host,
+            settings.port,
+        )
+        try:
+            yield
+        finally:
+            engine.stop()
+            await client.aclose()
+            if embedded is not None:
+                embedded.stop()
+
+    app = FastAPI(title="Titans Serve", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (openai, sessions, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,1 @@
+"""The HTTP routers: OpenAI-compatible generation, sessions and ingestion, health and metrics."""

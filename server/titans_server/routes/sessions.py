@@ -1,0 +1,208 @@
+"""Sessions: create, list, inspect, delete, fork, reset, export and import the state, ingest documents."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+
+from titans_core.state import to_bytes
+from titans_server.errors import APIError, log
+from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork
+from titans_server.service import TENANT, Service, new_session_id
+from titans_server.store import SessionMeta
+
+router = APIRouter(prefix="/v1/sessions")
+
+
+def service_of(request: Request) -> Service:
+    return request.app.state.service
+
+
+def checked(session_id: str) -> str:
+    if not re.match(SESSION_ID, session_id):
+        raise APIError(400, "a session id is 1-128 letters, digits or ._:- (starting with a letter or digit)")
+    return session_id
+
+
+@router.post("", status_code=201)
+async def create_session(body: SessionCreate, request: Request) -> JSONResponse:
+    service = service_of(request)
+    session_id = body.id or new_session_id()
+    async with service.session(session_id, create=True) as opened:
+        if opened.expected != -1:
+            raise APIError(409, f"session {session_id!r} already exists", param="id", code="session_exists")
+        opened.meta.metadata, opened.meta.ttl_seconds = body.metadata, body.ttl_seconds or 0
+        meta = await service.commit(opened, None, counts=False)
+    return JSONResponse(meta.public(), status_code=201)
+
+
+@router.get("")
+async def list_sessions(
+    request: Request, limit: int = Query(20, ge=1), after: str | None = Query(None, pattern=SESSION_ID)
+) -> dict:
+    service = service_of(request)
+    limit = min(limit, service.settings.session_list_limit)
+    found, more = await service.call_store(service.store.list(TENANT, after, limit))
+    data = [meta.public() for meta in found]
+    return {"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
+
+
+@router.get("/{session_id}")
+async def get_session(session_id: str, request: Request) -> dict:
+    service = service_of(request)
+    meta = await service.call_store(service.store.get(TENANT, checked(session_id)))
+    if meta is None:
+        raise APIError(404, f"no session {session_id!r}", code="session_not_found")
+    return meta.public()
+
+
+@router.delete("/{session_id}")
+async def delete_session(session_id: str, request: Request) -> dict:
+    service = service_of(request)
+    async with service.session(checked(session_id), create=False):
+        await service.call_store(service.store.delete(TENANT, session_id))
+    return {"id": session_id, "object": "session.deleted", "deleted": True}
+
+
+@router.post("/{session_id}/fork", status_code=201)
+async def fork_session(session_id: str, request: Request, body: SessionFork | None = None) -> JSONResponse:
+    service = service_of(request)
+    target = (body.id if body else None) or new_session_id()
+    if target == session_id:
+        raise APIError(409, "a fork needs an id of its own", param="id", code="session_exists")
+    async with (
+        service.session(checked(session_id), create=False) as source,
+        service.session(target, create=True) as copy,
+    ):
+        if copy.expected != -1:
+            raise APIError(409, f"session {target!r} already exists", param="id", code="session_exists")
+        copy.meta.metadata = dict(source.meta.metadata)
+        copy.meta.ttl_seconds = source.meta.ttl_seconds
+        copy.meta.chain_hash, copy.meta.chain_length = source.meta.chain_hash, source.meta.chain_length
+        meta = await service.commit(copy, source.state, counts=False)
+    return JSONResponse(meta.public(), status_code=201)
+
+
+@router.post("/{session_id}/reset")
+async def reset_session(session_id: str, request: Request) -> dict:
+    service = service_of(request)
+    async with service.session(checked(session_id), create=False) as opened:
+        meta = await service.commit(opened, None, chain_hash="", chain_length=0)
+    return meta.public()
+
+
+@router.get("/{session_id}/state")
+async def export_state(session_id: str, request: Request) -> Response:
+    service = service_of(request)
+    async with service.session(checked(session_id), create=False) as opened:
+        state = opened.state or service.model.initial_state(1)
+        meta = opened.meta
+        data = to_bytes(state, {"session_id": meta.id, "session_version": str(meta.version)})
+    headers = {
+        "X-Session-Version": str(meta.version),
+        "Content-Disposition": f'attachment; filename="{meta.id}.safetensors"',
+    }
+    return Response(data, media_type="application/octet-stream", headers=headers)
+
+
+@router.put("/{session_id}/state")
+async def import_state(session_id: str, request: Request) -> dict:
+    service = service_of(request)
+    state = service.parse_state(await request.body())
+    if state.batch_size != 1:
+        raise APIError(
+            400, f"a session state has a batch of 1, this one {state.batch_size}", code="invalid_state"
+        )
+    async with service.session(checked(session_id), create=True) as opened:
+        meta = await service.commit(opened, state, chain_hash="", chain_length=0)
+    return meta.public()
+
+
+@router.post("/{session_id}/ingest")
+async def ingest(session_id: str, request: Request, stream: bool = False):
+    service = service_of(request)
+    text = await document_of(request)
+    tokens = service.tokenizer.encode(text)
+    if not tokens:
+        raise APIError(400, "the document is empty", code="empty_document")
+    if len(tokens) > service.settings.max_ingest_tokens:
+        raise APIError(
+            413, f"the document has {len(tokens)} tokens; at most {service.settings.max_ingest_tokens}"
+        )
+    checked(session_id)
+
+    async def work(on_progress) -> dict:
+        async with service.session(session_id, create=True) as opened:
+            begin = time.perf_counter()
+            job = await service.ingest(opened, tokens, on_progress)
+            seconds = time.perf_counter() - begin
+            meta = await service.commit(opened, job.state)
+        return result_of(meta, len(tokens), seconds, job)
+
+    if not stream:
+        return await work(None)
+
+    async def events():
+        progress: asyncio.Queue[int | None] = asyncio.Queue()
+        begin = time.perf_counter()
+        task = asyncio.ensure_future(work(progress.put_nowait))
+        task.add_done_callback(lambda _: progress.put_nowait(None))
+        try:
+            while (done := await progress.get()) is not None:
+                elapsed = time.perf_counter() - begin
+                body = {"tokens_done": done, "tokens_total": len(tokens), "tokens_per_second": done / elapsed}
+                yield {"event": "progress", "data": json.dumps(body)}
+            try:
+                yield {"event": "done", "data": json.dumps(task.result())}
+            except APIError as error:
+                yield {"event": "error", "data": json.dumps(error.body())}
+            except Exception as error:
+                log.exception("ingestion failed", exc_info=error)
+                yield {"event": "error", "data": json.dumps(APIError(500, "internal error").body())}
+        finally:
+            if not task.done():
+                task.cancel()
+
+    return EventSourceResponse(events(), ping=15)
+
+
+def result_of(meta: SessionMeta, tokens: int, seconds: float, job) -> dict:
+    surprise = job.loss_sum / job.loss_count if job.loss_count else None
+    return {
+        "session_id": meta.id,
+        "tokens_ingested": tokens,
+        "version": meta.version,
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds if seconds > 0 else None,
+        "mean_surprise": surprise,
+    }
+
+
+async def document_of(request: Request) -> str:
+    """The document of an ingest request: text/plain, JSON ``{"text": ...}``, or a multipart file."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/json":
+        try:
+            return IngestText.model_validate_json(await request.body()).text
+        except ValueError as error:
+            raise APIError(400, f'the JSON body must be {{"text": "..."}}: {error}', param="text") from error
+    if kind == "multipart/form-data":
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise APIError(400, "the multipart body must have a file field named 'file'", param="file")
+        data = await upload.read()
+    elif kind in ("text/plain", ""):
+        data = await request.body()
+    else:
+        raise APIError(400, f"send text/plain, application/json or multipart/form-data, not {kind}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise APIError(400, f"the document is not UTF-8 text: {error}") from error

