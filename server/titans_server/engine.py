@@ -29,9 +29,9 @@ class EngineOverloaded(Exception):
     """Too many jobs are queued or running."""
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity (their fields hold tensors)
 class Job:
-    """A unit of model work for one session; the engine thread owns it until ``done`` is set."""
+    """A unit of model work for one session; the engine thread owns it until it finishes."""
 
     state: ModelState | None
     feed: list[int]  # tokens still to consume before sampling (or, for ingestion, at all)

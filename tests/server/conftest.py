@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,6 +61,20 @@ def server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture
+def start_server(tmp_path):
+    """``start_server(data_dir)``: another server process, stopped after the test."""
+    started: list[Server] = []
+
+    def start(data_dir: Path | None = None) -> Server:
+        started.append(Server(data_dir or tmp_path / "data").start())
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
 def client(server) -> httpx.Client:
     with httpx.Client(base_url=server.url, timeout=60) as http:
         yield http
@@ -75,5 +90,5 @@ def openai_client(server):
 @pytest.fixture
 def session_id(request) -> str:
     """A session id of this test's own."""
-    name = request.node.name.replace("[", "-").replace("]", "")[:80]
+    name = re.sub(r"[^A-Za-z0-9._:-]", "-", request.node.name)[:80]
     return f"t-{name}-{os.urandom(3).hex()}"

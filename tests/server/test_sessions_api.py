@@ -1,0 +1,200 @@
+"""Sessions over HTTP: lifecycle, versions, fork and state transfer, ingestion, persistence."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import load
+
+from titans_core import TitansConfig, TitansLM
+from titans_core.state import read_metadata, to_bytes
+
+GREEDY = {"temperature": 0, "max_tokens": 10}
+
+
+def complete(client, session_id, prompt="Tell me more", **extra):
+    body = {"prompt": prompt, "session_id": session_id, **GREEDY, **extra}
+    response = client.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+def test_create_get_list_delete(client, session_id):
+    created = client.post("/v1/sessions", json={"id": session_id, "metadata": {"user": "ada"}})
+    assert created.status_code == 201
+    session = created.json()
+    assert session["id"] == session_id and session["version"] == 0 and session["tokens_seen"] == 0
+    assert session["metadata"] == {"user": "ada"} and session["model"] == "tiny-random"
+    assert client.get(f"/v1/sessions/{session_id}").json() == session
+    assert client.post("/v1/sessions", json={"id": session_id}).status_code == 409
+    listed = client.get("/v1/sessions", params={"limit": 1000}).json()
+    assert session_id in [s["id"] for s in listed["data"]]
+    assert client.delete(f"/v1/sessions/{session_id}").json()["deleted"] is True
+    assert client.get(f"/v1/sessions/{session_id}").status_code == 404
+    assert client.delete(f"/v1/sessions/{session_id}").status_code == 404
+
+
+def test_an_id_is_generated_when_none_is_given(client):
+    session = client.post("/v1/sessions", json={}).json()
+    assert session["id"].startswith("sess_")
+
+
+def test_list_pages_in_creation_order(client, session_id):
+    ids = [f"{session_id}-{i}" for i in range(5)]
+    for one in ids:
+        client.post("/v1/sessions", json={"id": one})
+    everything = [s["id"] for s in client.get("/v1/sessions", params={"limit": 1000}).json()["data"]]
+    assert everything[everything.index(ids[0]) :][:5] == ids
+    page = client.get("/v1/sessions", params={"limit": 2, "after": ids[1]}).json()
+    assert [s["id"] for s in page["data"]] == ids[2:4] and page["has_more"] and page["last_id"] == ids[3]
+
+
+def test_every_committed_request_adds_one_version(client, session_id):
+    versions = []
+    complete(client, session_id)
+    versions.append(client.get(f"/v1/sessions/{session_id}").json()["version"])
+    client.post(
+        f"/v1/sessions/{session_id}/ingest", content="a document", headers={"content-type": "text/plain"}
+    )
+    versions.append(client.get(f"/v1/sessions/{session_id}").json()["version"])
+    versions.append(client.post(f"/v1/sessions/{session_id}/reset").json()["version"])
+    assert versions == [1, 2, 3]
+    assert client.get(f"/v1/sessions/{session_id}").json()["tokens_seen"] == 0
+
+
+def test_fork_and_export_import_reproduce_greedy_output(client, session_id):
+    complete(client, session_id, prompt="Some history " * 5)
+    fork = client.post(f"/v1/sessions/{session_id}/fork", json={"id": session_id + "-fork"})
+    assert fork.status_code == 201 and fork.json()["tokens_seen"] > 0
+    exported = client.get(f"/v1/sessions/{session_id}/state")
+    assert exported.headers["content-type"] == "application/octet-stream"
+    imported = client.put(f"/v1/sessions/{session_id}-copy/state", content=exported.content)
+    assert imported.status_code == 200 and imported.json()["tokens_seen"] == fork.json()["tokens_seen"]
+    original = complete(client, session_id)
+    assert complete(client, session_id + "-fork") == original
+    assert complete(client, session_id + "-copy") == original
+
+
+def test_a_fork_is_independent_of_its_source(client, session_id):
+    complete(client, session_id)
+    client.post(f"/v1/sessions/{session_id}/fork", json={"id": session_id + "-f"})
+    complete(client, session_id + "-f", prompt="only the fork hears this " * 4)
+    assert client.get(f"/v1/sessions/{session_id}").json()["version"] == 1
+
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"", 400),
+        (b"not a state at all", 400),
+        ("other model", 422),
+        ("batch of 2", 400),
+    ],
+)
+def test_imports_are_validated(client, session_id, data, status):
+    if data == "other model":
+        data = to_bytes(
+            TitansLM(TitansConfig(vocab_size=300, d_model=32, n_heads=2, mem_heads=2)).initial_state(1)
+        )
+    elif data == "batch of 2":
+        data = to_bytes(TitansLM.from_pretrained("tiny-random").initial_state(2))
+    response = client.put(f"/v1/sessions/{session_id}/state", content=data)
+    assert response.status_code == status, response.text
+    assert client.get(f"/v1/sessions/{session_id}").status_code == 404  # nothing was created
+
+
+def test_unknown_sessions_are_404_except_where_named_ids_create(client, session_id):
+    for method, path in [
+        ("GET", ""),
+        ("DELETE", ""),
+        ("POST", "/fork"),
+        ("POST", "/reset"),
+        ("GET", "/state"),
+    ]:
+        response = client.request(method, f"/v1/sessions/{session_id}{path}")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
+
+
+@pytest.mark.parametrize("form", ["text/plain", "json", "multipart"])
+def test_ingest_accepts_text_json_and_files(client, session_id, form):
+    document = "The passkey is 41213. " * 20
+    path = f"/v1/sessions/{session_id}/ingest"
+    if form == "text/plain":
+        response = client.post(path, content=document, headers={"content-type": "text/plain"})
+    elif form == "json":
+        response = client.post(path, json={"text": document})
+    else:
+        response = client.post(path, files={"file": ("doc.txt", document.encode(), "text/plain")})
+    result = response.json()
+    assert response.status_code == 200, result
+    assert result["session_id"] == session_id and result["tokens_ingested"] == len(document.encode())
+    assert result["version"] == 1 and result["tokens_per_second"] > 0 and result["mean_surprise"] > 0
+
+
+def test_ingest_streams_progress_events(server, session_id):
+    document = "x" * 5000  # three pieces of 2048
+    events = []
+    with (
+        httpx.Client(base_url=server.url, timeout=60) as http,
+        http.stream("POST", f"/v1/sessions/{session_id}/ingest?stream=true", content=document) as response,
+    ):
+        kind = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    progress = [e for k, e in events if k == "progress"]
+    assert [p["tokens_done"] for p in progress] == [2048, 4096, 5000]
+    assert events[-1][0] == "done" and events[-1][1]["tokens_ingested"] == 5000
+
+
+@pytest.mark.parametrize(
+    "content, kind",
+    [(b"\xff\xfe", "text/plain"), (b"{}", "application/json"), (b"", "text/plain"), (b"x", "image/png")],
+)
+def test_bad_documents_are_400(client, session_id, content, kind):
+    response = client.post(
+        f"/v1/sessions/{session_id}/ingest", content=content, headers={"content-type": kind}
+    )
+    assert response.status_code == 400 and "error" in response.json()
+
+
+def test_concurrent_requests_lose_no_update(server):
+    """32 requests over 4 sessions at once: every one lands, in order, on its session."""
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+
+            async def one(i):
+                body = {"prompt": f"request {i}", "session_id": f"concurrent-{i % 4}", **GREEDY}
+                return (await http.post("/v1/completions", json=body)).status_code
+
+            codes = await asyncio.gather(*(one(i) for i in range(32)))
+            sessions = [(await http.get(f"/v1/sessions/concurrent-{k}")).json() for k in range(4)]
+        return codes, sessions
+
+    codes, sessions = asyncio.run(run())
+    assert codes == [200] * 32
+    assert [s["version"] for s in sessions] == [8] * 4
+
+
+def test_a_session_survives_a_restart(start_server, tmp_path):
+    first = start_server(tmp_path / "data")
+    with httpx.Client(base_url=first.url, timeout=60) as http:
+        complete(http, "durable", prompt="remember this " * 5)
+        before = http.get("/v1/sessions/durable").json()
+        state = http.get("/v1/sessions/durable/state").content
+        http.post("/v1/sessions/durable/fork", json={"id": "twin"})
+        expected = complete(http, "twin")
+    first.stop()
+    second = start_server(tmp_path / "data")
+    with httpx.Client(base_url=second.url, timeout=60) as http:
+        assert http.get("/v1/sessions/durable").json() == before
+        restored = http.get("/v1/sessions/durable/state").content
+        assert read_metadata(restored) == read_metadata(state)  # header key order may differ
+        for name, tensor in load(state).items():
+            assert torch.equal(load(restored)[name], tensor), name
+        assert complete(http, "durable") == expected
