@@ -86,7 +86,7 @@ def _transformer():
 
         def forward(self, x):
             qkv = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-            table = rotary_table(0, x.shape[1], qkv.shape[-1], 10000.0, x)
+            table = rotary_table(torch.arange(x.shape[1]), qkv.shape[-1], 10000.0, x)
             y = F.scaled_dot_product_attention(
                 rotate(qkv[0], table), rotate(qkv[1], table), qkv[2], is_causal=True
             )

@@ -16,11 +16,10 @@ from torch import Tensor, nn
 Rotary = tuple[Tensor, Tensor]  # cos and sin of every position and frequency
 
 
-def rotary_table(start: int, length: int, dim: int, base: float, like: Tensor) -> Rotary:
-    """cos and sin ``[length, dim / 2]`` of RoPE at positions ``start ...``, in ``like``'s dtype."""
+def rotary_table(positions: Tensor, dim: int, base: float, like: Tensor) -> Rotary:
+    """cos and sin ``[*positions.shape, dim / 2]`` of RoPE at integer ``positions``, in ``like``'s dtype."""
     inv_freq = base ** -(torch.arange(0, dim, 2, dtype=torch.float64, device=like.device) / dim)
-    positions = torch.arange(start, start + length, dtype=torch.float64, device=like.device)
-    angles = positions[:, None] * inv_freq
+    angles = positions.to(device=like.device, dtype=torch.float64).unsqueeze(-1) * inv_freq
     return angles.cos().to(like.dtype), angles.sin().to(like.dtype)
 
 
@@ -63,19 +62,24 @@ class Attention(nn.Module):
         q_pos: Tensor,
         k_pos: Tensor,
         window: int | None,
+        key_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Query ``i`` sees the persistent pairs and key ``j`` where ``0 <= q_pos[i] - k_pos[j] < window``.
 
         ``keys`` and ``values`` come in parts (a cache and new tokens) that are joined once, with
         the persistent pairs, and returned joined (views) for caching. ``window`` None means no
-        lower limit. A single query must be given only keys it sees (no mask is built for it).
+        lower limit. A single query must be given only keys it sees (no mask is built for it),
+        except that ``key_mask`` (``[B, keys]``, single queries only) hides padding per batch entry.
         Returns ``[B, L, d_model]`` after the output projection, and the joined keys and values.
         """
         batch, persistent = q.shape[0], self.persistent_keys.shape[1]
         k = torch.cat([self.persistent_keys.expand(batch, -1, -1, -1).to(q.dtype), *keys], dim=2)
         v = torch.cat([self.persistent_values.expand(batch, -1, -1, -1).to(q.dtype), *values], dim=2)
         visible = None
-        if len(q_pos) > 1:
+        if key_mask is not None:
+            always = torch.ones(batch, persistent, dtype=torch.bool, device=key_mask.device)
+            visible = torch.cat([always, key_mask], dim=1)[:, None, None, :]
+        elif len(q_pos) > 1:
             distance = q_pos[:, None] - k_pos[None, :]
             visible = distance >= 0
             if window is not None:
@@ -128,3 +132,42 @@ class SlidingWindowAttention(nn.Module):
         # Copies: a view would keep this whole input's keys alive in the state.
         cache = None if keep == 0 else (k[:, :, -keep:].clone(), v[:, :, -keep:].clone())
         return torch.cat(outputs, dim=1), cache
+
+    def decode(
+        self, x: Tensor, caches: list[tuple[Tensor, Tensor] | None], table: Rotary
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor] | None]]:
+        """One token for each of ``B`` streams with caches of their own lengths (padded, masked)."""
+        q, k, v = self.attention.project(x, table)
+        keys, values, mask = pad_caches(caches, k, v)
+        y, k, v = self.attention.attend(q, [keys], [values], NO_POSITIONS, NO_POSITIONS, None, mask)
+        keep = self.window - 1
+        held = [0 if c is None else c[0].shape[2] for c in caches]
+        new = []
+        for row, count in enumerate(held):
+            n = min(count + 1, keep)
+            new.append(None if n == 0 else (k[row : row + 1, :, -n:], v[row : row + 1, :, -n:]))
+        return y, new
+
+
+NO_POSITIONS = torch.zeros(1, dtype=torch.int64)  # a single query needs no positions: masks do the work
+
+
+def pad_caches(
+    caches: list[tuple[Tensor, Tensor] | None], k: Tensor, v: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each stream's cached keys and values left-padded to the longest, then its new ``k``, ``v``
+    (``[B, H, n, d]``); and the mask ``[B, longest + n]`` of what is real."""
+    held = [0 if c is None else c[0].shape[2] for c in caches]
+    longest, batch, new = max(held), k.shape[0], k.shape[2]
+    if longest == 0:
+        return k, v, torch.ones(batch, new, dtype=torch.bool, device=k.device)
+    keys = k.new_zeros(batch, k.shape[1], longest + new, k.shape[3])
+    values = v.new_zeros(batch, v.shape[1], longest + new, v.shape[3])
+    mask = torch.ones(batch, longest + new, dtype=torch.bool, device=k.device)
+    for row, (cache, count) in enumerate(zip(caches, held)):
+        mask[row, : longest - count] = False
+        if count:
+            keys[row, :, longest - count : longest] = cache[0][0]
+            values[row, :, longest - count : longest] = cache[1][0]
+    keys[:, :, longest:], values[:, :, longest:] = k, v
+    return keys, values, mask

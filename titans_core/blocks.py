@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_core.attention import Attention, Rotary, SlidingWindowAttention
+from titans_core.attention import NO_POSITIONS, Attention, Rotary, SlidingWindowAttention, pad_caches
 from titans_core.config import TitansConfig
 from titans_core.memory import NeuralMemory
 from titans_core.ops import memory_mlp
@@ -59,6 +59,18 @@ class Block(nn.Module):
     def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         raise NotImplementedError
 
+    def decode(
+        self, x: Tensor, states: list[LayerState], positions: list[int], table: Rotary
+    ) -> tuple[Tensor, list[LayerState]]:
+        """One token for each of ``B`` streams at ``positions`` of their own (``x`` ``[B, 1, d]``)."""
+        x, states = self.mix_decode(x, states, positions, table)
+        return x + self.ffn(self.ffn_norm(x)), states
+
+    def mix_decode(
+        self, x: Tensor, states: list[LayerState], positions: list[int], table: Rotary
+    ) -> tuple[Tensor, list[LayerState]]:
+        raise NotImplementedError
+
 
 class LMMBlock(Block):
     """Memory as the only sequence mixer."""
@@ -66,6 +78,10 @@ class LMMBlock(Block):
     def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         y, memory = self.memory(self.norm(x), state.memory)
         return x + y, LayerState(memory)
+
+    def mix_decode(self, x, states, positions, table):
+        y, memories = self.memory.decode(self.norm(x), [s.memory for s in states])
+        return x + y, [LayerState(m) for m in memories]
 
 
 class MALBlock(Block):
@@ -83,6 +99,12 @@ class MALBlock(Block):
         x = x + y
         y, cache = self.attention(self.attention_norm(x), start, state.cache, table)
         return x + y, LayerState(memory, cache)
+
+    def mix_decode(self, x, states, positions, table):
+        y, memories = self.memory.decode(self.norm(x), [s.memory for s in states])
+        x = x + y
+        y, caches = self.attention.decode(self.attention_norm(x), [s.cache for s in states], table)
+        return x + y, [LayerState(m, c) for m, c in zip(memories, caches)]
 
 
 class MAGBlock(Block):
@@ -103,6 +125,13 @@ class MAGBlock(Block):
         m, memory = self.memory(h, state.memory)
         gated = self.attention_out_norm(a) * torch.sigmoid(self.memory_out_norm(m))
         return x + gated, LayerState(memory, cache)
+
+    def mix_decode(self, x, states, positions, table):
+        h = self.norm(x)
+        a, caches = self.attention.decode(h, [s.cache for s in states], table)
+        m, memories = self.memory.decode(h, [s.memory for s in states])
+        gated = self.attention_out_norm(a) * torch.sigmoid(self.memory_out_norm(m))
+        return x + gated, [LayerState(mem, c) for mem, c in zip(memories, caches)]
 
 
 class MACBlock(Block):
@@ -146,6 +175,27 @@ class MACBlock(Block):
             cache, segment_weights = None, None
         cache = None if cache is None else tuple(cache)
         return x + torch.cat(outputs, dim=1), LayerState(memory, cache, segment_weights)
+
+    def mix_decode(self, x, states, positions, table):
+        h = self.norm(x)
+        q, k, v = self.attention.project(h, table)
+        into = [p % self.segment_size for p in positions]
+        segments = [s.memory.weights if i == 0 else s.segment_weights for s, i in zip(states, into)]
+        retrieved = self._retrieve(self.to_retrieval(h), [torch.cat(layer) for layer in zip(*segments)])
+        rk, rv = self.attention.project_keys_values(retrieved, table)
+        caches = [None if i == 0 else s.cache for s, i in zip(states, into)]
+        keys, values, mask = pad_caches(caches, _interleave(rk, k), _interleave(rv, v))
+        y, keys, values = self.attention.attend(q, [keys], [values], NO_POSITIONS, NO_POSITIONS, None, mask)
+        m, memories = self.memory.decode(y, [s.memory for s in states])
+        new_states = []
+        for row, (position, i) in enumerate(zip(positions, into)):
+            if (position + 1) % self.segment_size == 0:
+                new_states.append(LayerState(memories[row]))
+                continue
+            held = 2 * (i + 1)
+            cache = (keys[row : row + 1, :, -held:], values[row : row + 1, :, -held:])
+            new_states.append(LayerState(memories[row], cache, segments[row]))
+        return x + y * torch.sigmoid(m), new_states
 
     def _retrieve(self, queries: Tensor, weights: list[Tensor]) -> Tensor:
         """Read the memory ``weights`` (no update) with per-head L2-normalised queries."""

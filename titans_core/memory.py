@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from titans_core._validation import describe
-from titans_core.ops import OpenChunk, memory_stream
+from titans_core.ops import OpenChunk, commit_chunk, memory_step, memory_stream
 
 
 @dataclass
@@ -204,6 +204,51 @@ class NeuralMemory(nn.Module):
         )
         return self.readout(y), MemoryState(weights, momentum, open_chunk, tail, state.position + length)
 
+    def decode(self, x: Tensor, states: list[MemoryState]) -> tuple[Tensor, list[MemoryState]]:
+        """One token for each of ``B`` streams at positions of their own (``x`` ``[B, 1, dim]``).
+
+        Exactly what ``B`` calls of :meth:`forward` give, in one batch: the open chunks are
+        left-padded with rows that add nothing, and each stream's chunk closes when it is full.
+        """
+        if len(states) != x.shape[0]:
+            raise ValueError(f"x holds {x.shape[0]} streams but {len(states)} states were given")
+        for row, state in enumerate(states):
+            self._check_state(state, x[row : row + 1])
+        projected = self.to_inputs(x)
+        inner = 3 * self.heads * self.head_dim
+        q, k, v, tail = self._qkv(projected[..., :inner], torch.cat([s.conv_tail for s in states]))
+        theta, eta, alpha = self._gates(projected[..., inner:])
+        weights = [torch.cat(layer) for layer in zip(*(s.weights for s in states))]
+        momentum = None
+        if self.use_momentum:
+            momentum = [torch.cat(layer) for layer in zip(*(s.momentum for s in states))]
+        open_chunk = _pad_chunks([s.open_chunk for s in states], weights, q)
+        y, open_chunk = memory_step(
+            q, k, v, theta, eta, alpha, weights, momentum, self.chunk_size, open_chunk
+        )
+        new_states = []
+        for row, state in enumerate(states):
+            rows = 1 + (0 if state.open_chunk is None else state.open_chunk.length)
+            pick = lambda t, row=row: t[row : row + 1]  # noqa: E731
+            chunk = open_chunk.map(pick)
+            chunk = OpenChunk(
+                [t[:, :, -rows:] for t in chunk.inputs],
+                [t[:, :, -rows:] for t in chunk.deltas],
+                chunk.g[..., -rows:],
+                None if chunk.s is None else chunk.s[..., -rows:],
+                chunk.beta,
+                chunk.f,
+                chunk.m,
+            )
+            own_weights, own_momentum = state.weights, state.momentum
+            if rows == self.chunk_size:
+                own_weights, own_momentum = commit_chunk(own_weights, own_momentum, chunk)
+                chunk = None
+            new_states.append(
+                MemoryState(own_weights, own_momentum, chunk, tail[row : row + 1], state.position + 1)
+            )
+        return self.readout(y), new_states
+
     def readout(self, reads: Tensor) -> Tensor:
         """Memory reads ``[B, H, T, head_dim]`` to the model's space ``[B, T, dim]``."""
         return self.to_out(self.norm(reads).transpose(1, 2).flatten(2))
@@ -227,3 +272,41 @@ class NeuralMemory(nn.Module):
         eta = gates[1] if self.use_momentum else None
         alpha = gates[1 + self.use_momentum] if self.use_decay else None
         return theta, eta, alpha
+
+
+def _pad_chunks(chunks: list[OpenChunk | None], weights: list[Tensor], like: Tensor) -> OpenChunk | None:
+    """One open chunk for streams with different numbers of rows: left-padded with zero rows
+    (which add nothing); a stream without rows is ``beta = m = 1``, ``f = 0``."""
+    present = [c for c in chunks if c is not None]
+    if not present:
+        return None
+    longest = max(c.length for c in present)
+    batch, heads = like.shape[:2]
+    template = present[0]
+
+    def stack(
+        get: Callable[[OpenChunk], Tensor | None], shape: tuple[int, ...], fill: float
+    ) -> Tensor | None:
+        if get(template) is None:
+            return None
+        out = like.new_full((batch, heads, *shape), fill)
+        for row, chunk in enumerate(chunks):
+            if chunk is not None:
+                value = get(chunk)
+                if value.dim() > 2:  # rows along dimension 2: right-aligned
+                    out[row, :, longest - chunk.length : longest] = value[0]
+                else:
+                    out[row] = value[0]
+        return out
+
+    inputs = [stack(lambda c, j=j: c.inputs[j], (longest, w.shape[2]), 0.0) for j, w in enumerate(weights)]
+    deltas = [stack(lambda c, j=j: c.deltas[j], (longest, w.shape[3]), 0.0) for j, w in enumerate(weights)]
+    return OpenChunk(
+        inputs,
+        deltas,
+        stack(lambda c: c.g.unsqueeze(-1), (longest, 1), 0.0).squeeze(-1),
+        None if template.s is None else stack(lambda c: c.s.unsqueeze(-1), (longest, 1), 0.0).squeeze(-1),
+        stack(lambda c: c.beta, (), 1.0),
+        stack(lambda c: c.f, (), 0.0),
+        stack(lambda c: c.m, (), 1.0),
+    )

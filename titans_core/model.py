@@ -104,10 +104,36 @@ class TitansLM(nn.Module):
             return self._logits(hidden[:, -1:]), state
         return torch.cat(outputs, dim=1), state
 
+    def decode(self, tokens: Tensor, states: list[ModelState]) -> tuple[Tensor, list[ModelState]]:
+        """One token for each of ``B`` sessions at positions of their own, as one batch.
+
+        ``tokens`` ``[B]`` (int64); returns the next-token logits ``[B, V]`` and each session's new
+        state: exactly what ``B`` calls of :meth:`forward` give. This is the engine's decode step.
+        """
+        if not isinstance(tokens, Tensor) or tokens.dim() != 1 or len(states) != len(tokens):
+            raise ValueError(f"tokens must be a tensor [B] with one state each, got {describe(tokens)}")
+        self._check_tokens(tokens.unsqueeze(1))
+        for state in states:
+            self._check_state(state, 1)
+        positions = [state.position for state in states]
+        x = self.embed(tokens.unsqueeze(1))
+        config = self.config
+        table = rotary_table(torch.tensor(positions).view(-1, 1, 1), config.head_dim, config.rope_base, x)
+        per_layer = []
+        for i, layer in enumerate(self.layers):
+            x, layer_states = layer.decode(x, [state.layers[i] for state in states], positions, table)
+            per_layer.append(layer_states)
+        new_states = [
+            ModelState([layers[row] for layers in per_layer], position + 1, self.config.fingerprint())
+            for row, position in enumerate(positions)
+        ]
+        return self._logits(self.norm(x))[:, 0], new_states
+
     def _forward_piece(self, tokens: Tensor, state: ModelState) -> tuple[Tensor, ModelState]:
         x = self.embed(tokens)
         config = self.config
-        table = rotary_table(state.position, tokens.shape[1], config.head_dim, config.rope_base, x)
+        positions = torch.arange(state.position, state.position + tokens.shape[1])
+        table = rotary_table(positions, config.head_dim, config.rope_base, x)
         layers = []
         for layer, layer_state in zip(self.layers, state.layers):
             x, layer_state = layer(x, state.position, layer_state, table)

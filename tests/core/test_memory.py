@@ -217,3 +217,20 @@ def test_long_inputs_are_processed_in_pieces_with_the_same_result():
         y_pieces, state_pieces = memory(x)
     assert (y_pieces - y_whole).abs().max() < 1e-5
     assert_states_close(state_pieces, state_whole, 1e-5)
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("decay", [True, False])
+def test_decode_of_streams_at_different_positions_equals_separate_calls(momentum, decay):
+    memory = make_memory(torch.float64, use_momentum=momentum, use_decay=decay)
+    states = []
+    for length in (0, 1, 5, 8, 9, 15):
+        state = memory.initial_state(1, dtype=torch.float64)
+        states.append(memory(torch.randn(1, length, 24, dtype=torch.float64), state)[1] if length else state)
+    x = torch.randn(len(states), 1, 24, dtype=torch.float64)
+    with torch.inference_mode():
+        y, decoded = memory.decode(x, states)
+        for row, state in enumerate(states):
+            y_alone, alone = memory(x[row : row + 1], state)
+            assert (y_alone - y[row : row + 1]).abs().max() < 1e-12
+            assert_states_close(alone, decoded[row], atol=1e-12)

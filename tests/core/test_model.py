@@ -116,7 +116,7 @@ def test_rotary_scores_depend_on_distance_only_even_at_huge_positions():
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
 
     def at(x, position):
-        return rotate(x, rotary_table(position, 1, 16, 10000.0, x))
+        return rotate(x, rotary_table(torch.tensor([position]), 16, 10000.0, x))
 
     near = (at(q, 13) * at(k, 10)).sum()
     far = (at(q, 10**9 + 3) * at(k, 10**9)).sum()
@@ -164,3 +164,28 @@ def test_the_default_model_stays_finite_on_long_streams(stream):
         logits, state = model(tokens, logits="last")
     assert torch.isfinite(logits).all()
     assert all(torch.isfinite(t).all() for t in state.named_tensors().values())
+
+
+def test_decode_batches_sessions_at_different_positions_exactly(model):
+    """The engine's step: sessions mid-chunk, at boundaries, mid-segment, fresh, decoded together for
+    many steps, equal one forward call per session every step."""
+    vocab = model.config.vocab_size
+    lengths = [0, 1, 3, 4, 7, 8, 13, 16, 21]
+    with torch.inference_mode():
+        states = [model(torch.randint(0, vocab, (1, n)))[1] if n else model.initial_state(1) for n in lengths]
+        alone = list(states)
+        for _ in range(12):
+            tokens = torch.randint(0, vocab, (len(states),))
+            logits, states = model.decode(tokens, states)
+            for row in range(len(states)):
+                expected, alone[row] = model(tokens[row].view(1, 1), alone[row])
+                assert (expected[0, -1] - logits[row]).abs().max() < 1e-5
+                assert max_state_difference(alone[row], states[row]) < 1e-5
+
+
+def test_decode_refuses_mismatched_inputs(model):
+    state = model.initial_state(1)
+    with pytest.raises(ValueError, match="one state each"):
+        model.decode(torch.zeros(2, dtype=torch.int64), [state])
+    with pytest.raises(ValueError, match="batch of 1"):
+        model.decode(torch.zeros(1, dtype=torch.int64), [model.initial_state(2)])

@@ -121,13 +121,13 @@ def memory_stream(
     state to continue from: the weights and momentum at the start of the chunk left open, and that
     chunk (None when the input ends on a chunk boundary).
     """
-    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
-    if q.shape[2] == 1:
-        y, open_chunk = _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk)
+    if isinstance(q, Tensor) and q.dim() == 4 and q.shape[2] == 1:  # a decode step
+        y, open_chunk = memory_step(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
         if open_chunk.length == chunk_size:
             weights, momentum = commit_chunk(weights, momentum, open_chunk)
             open_chunk = None
         return y, weights, momentum, open_chunk
+    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
     # Batch and heads are one dimension inside, so every product is a (fused) bmm.
     batch = q.shape[:2]
     q, k, v, theta, eta, alpha = (_flat(x) for x in (q, k, v, theta, eta, alpha))
@@ -221,9 +221,34 @@ def _advance_chunk(q, k, v, weights, momentum, open_chunk, local) -> tuple[Tenso
     return y, OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end)
 
 
+def memory_step(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    theta: Tensor,
+    eta: Tensor | None,
+    alpha: Tensor | None,
+    weights: list[Tensor],
+    momentum: list[Tensor] | None,
+    chunk_size: int,
+    open_chunk: OpenChunk | None = None,
+) -> tuple[Tensor, OpenChunk]:
+    """One token per stream (``T = 1``): its read, and the open chunk with its row appended.
+
+    The decode step of :func:`memory_stream`, which calls it, without closing a full chunk (the
+    caller commits it with :func:`commit_chunk`). ``open_chunk`` may hold padding rows (zero inputs,
+    deltas, ``g`` and ``s``), which add nothing, and a stream without rows yet is ``beta = m = 1``,
+    ``f = 0``: that is how streams at different positions decode as one batch.
+    """
+    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
+    if q.shape[2] != 1:
+        raise ValueError(f"memory_step takes one token per stream, got {q.shape[2]}")
+    return _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk)
+
+
 def _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk) -> tuple[Tensor, OpenChunk]:
-    """One token (a decode step): :func:`_advance_chunk` with every product over one row written
-    out, on ``[B, H, ...]`` tensors as they come. Decoding is bound by the number of ops, not FLOPs.
+    """:func:`_advance_chunk` for one row with every product written out, on ``[B, H, ...]``
+    tensors as they come: decoding is bound by the number of ops, not FLOPs.
     """
     inputs, deltas = _key_factors(k, v, weights)
     theta, kept = theta[..., 0], None if alpha is None else 1 - alpha[..., 0]
