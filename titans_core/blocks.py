@@ -15,6 +15,7 @@ from titans_core.attention import NO_POSITIONS, Attention, Rotary, SlidingWindow
 from titans_core.config import TitansConfig
 from titans_core.memory import NeuralMemory
 from titans_core.ops import memory_mlp
+from titans_core.stacking import Stacker
 from titans_core.state import LayerState
 
 
@@ -146,6 +147,7 @@ class MACBlock(Block):
         self.attention = Attention(config.d_model, config.n_heads, config.n_persistent, config.rope_base)
         self.to_retrieval = nn.Linear(config.d_model, config.d_model, bias=False)
         self.segment_size = config.segment_size
+        self._stackers = [Stacker() for _ in range(config.mem_layers)]  # the segments' start memories
 
     def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         h = self.norm(x)
@@ -181,7 +183,8 @@ class MACBlock(Block):
         q, k, v = self.attention.project(h, table)
         into = [p % self.segment_size for p in positions]
         segments = [s.memory.weights if i == 0 else s.segment_weights for s, i in zip(states, into)]
-        retrieved = self._retrieve(self.to_retrieval(h), [torch.cat(layer) for layer in zip(*segments)])
+        stacked = [stack(list(layer)) for stack, layer in zip(self._stackers, zip(*segments))]
+        retrieved = self._retrieve(self.to_retrieval(h), stacked)
         rk, rv = self.attention.project_keys_values(retrieved, table)
         caches = [None if i == 0 else s.cache for s, i in zip(states, into)]
         keys, values, mask = pad_caches(caches, _interleave(rk, k), _interleave(rv, v))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from titans_core._validation import describe
 from titans_core.ops import OpenChunk, commit_chunk, memory_step, memory_stream
+from titans_core.stacking import Stacker
 
 
 @dataclass
@@ -118,6 +119,8 @@ class NeuralMemory(nn.Module):
         )
         self.norm = nn.RMSNorm(head_dim)
         self.to_out = nn.Linear(inner, dim, bias=False)
+        # Batched decoding restacks every session's chunk-start weights and momentum per step.
+        self._stackers = ([Stacker() for _ in range(depth)], [Stacker() for _ in range(depth)])
         with torch.no_grad():
             # Start with strong momentum, little forgetting and steps small enough to be stable on
             # any input: a chunk of b identical unit keys moves the memory about b theta / (1 - eta)
@@ -218,10 +221,13 @@ class NeuralMemory(nn.Module):
         inner = 3 * self.heads * self.head_dim
         q, k, v, tail = self._qkv(projected[..., :inner], torch.cat([s.conv_tail for s in states]))
         theta, eta, alpha = self._gates(projected[..., inner:])
-        weights = [torch.cat(layer) for layer in zip(*(s.weights for s in states))]
+        weights = [
+            stack(list(layer)) for stack, layer in zip(self._stackers[0], zip(*(s.weights for s in states)))
+        ]
         momentum = None
         if self.use_momentum:
-            momentum = [torch.cat(layer) for layer in zip(*(s.momentum for s in states))]
+            parts = zip(*(s.momentum for s in states))
+            momentum = [stack(list(layer)) for stack, layer in zip(self._stackers[1], parts)]
         open_chunk = _pad_chunks([s.open_chunk for s in states], weights, q)
         y, open_chunk = memory_step(
             q, k, v, theta, eta, alpha, weights, momentum, self.chunk_size, open_chunk
