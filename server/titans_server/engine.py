@@ -67,8 +67,11 @@ class Job:
 class Engine:
     """Owns the model on its device; ``submit`` jobs from the event loop."""
 
-    def __init__(self, model: TitansLM, *, max_batch_size: int, max_queue: int, piece_tokens: int):
+    def __init__(
+        self, model: TitansLM, *, max_batch_size: int, max_queue: int, piece_tokens: int, threads: int
+    ):
         self.model = model.eval()
+        self.threads = threads
         self.device = model.embed.weight.device
         self.max_batch_size, self.max_queue, self.piece_tokens = max_batch_size, max_queue, piece_tokens
         self._inbox: queue.Queue[Job | None] = queue.Queue()
@@ -121,6 +124,7 @@ class Engine:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        torch.set_num_threads(self.threads)  # per thread: the HTTP thread keeps one (see app.py)
         while True:
             try:
                 incoming = self._inbox.get(timeout=None if not self._active else 0)

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         None, description="redis:// or rediss:// URL of an external Redis; unset: start an embedded one"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="CPU threads for the model (more than 1 fights the HTTP thread on small machines)",
+    )
     max_batch_size: int = Field(32, ge=1, description="sessions per model step")
     max_queue: int = Field(256, ge=1, description="requests waiting or running before new ones get 429")
     prefill_piece_tokens: int = Field(
