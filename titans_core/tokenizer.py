@@ -15,11 +15,12 @@ A reply ends with ``<|end|>``. Message contents are encoded as plain text: a use
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
+from tokenizers.decoders import DecodeStream
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
 ROLES = ("system", "user", "assistant")
@@ -74,6 +75,15 @@ class Tokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` with special tokens left out; bytes of a split character decode as U+FFFD."""
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def stream_decoder(self) -> Callable[[int], str]:
+        """Text of one more token at a time; "" while a character's bytes are still incomplete.
+
+        The pieces join to exactly :meth:`decode` of all the tokens so far, except bytes still
+        waiting for the rest of their character.
+        """
+        stream = DecodeStream(skip_special_tokens=True)
+        return lambda token: stream.step(self._tokenizer, token) or ""
 
     def encode_message(self, role: str, content: str) -> list[int]:
         """One chat turn: ``<|role|>\\n`` content ``<|end|>\\n``."""

@@ -187,7 +187,10 @@ class Service:
         if job.error is not None:
             raise APIError(500, f"generation failed: {job.error}", code="engine_error")
         self.metrics.observe_generation(len(prompt), text.token_times, started)
-        return job, text.final()
+        reply = text.final()
+        if text.end is not None:  # a stop string: the engine may have run a few tokens past it
+            job.finish_reason = "stop"
+        return job, reply
 
     async def ingest(
         self, opened: Opened, tokens: list[int], on_progress: Callable[[int], None] | None
@@ -220,39 +223,47 @@ class Service:
 
 
 class ReplyText:
-    """Detokenizes a reply as it grows, holding back split characters; cuts it at a stop string."""
+    """The reply's text as it grows, cut before the first stop string.
+
+    Whole characters only, and the last ``len(longest stop) - 1`` characters wait until it is
+    clear they do not begin a stop string: what was sent is never taken back.
+    """
 
     def __init__(self, tokenizer, stops: list[str], job: Job, on_text: Callable[[str], None] | None):
         self.tokenizer, self.stops, self.job, self.on_text = tokenizer, stops, job, on_text
+        self.next_text = tokenizer.stream_decoder()
+        self.hold = max((len(stop) for stop in stops), default=1) - 1
         self.ids: list[int] = []
-        self.sent = ""
-        self.stopped = False
+        self.text = ""  # everything decoded so far
+        self.sent = 0  # characters of it sent
+        self.end: int | None = None  # where a stop string cut it
         self.token_times: list[float] = []
 
     def add(self, token: int) -> None:
         self.token_times.append(time.perf_counter())
-        if self.stopped:
-            return
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
-            text, self.stopped = text[:cut], True
-            self.job.stop()
-        elif text.endswith("\ufffd"):
-            return  # a character split across tokens: wait for the rest
-        if len(text) > len(self.sent) and text.startswith(self.sent):
-            delta, self.sent = text[len(self.sent) :], text
-            if self.on_text is not None:
-                self.on_text(delta)
+        if self.end is None:
+            self.ids.append(token)
+            self._grow(self.next_text(token), final=False)
 
     def final(self) -> str:
-        if not self.stopped:
-            text = self.tokenizer.decode(self.ids)
-            if text.startswith(self.sent) and len(text) > len(self.sent) and self.on_text is not None:
-                self.on_text(text[len(self.sent) :])
-            self.sent = text
-        return self.sent
+        """The whole reply; bytes of an unfinished character at the end come out as U+FFFD."""
+        if self.end is None:
+            whole = self.tokenizer.decode(self.ids)
+            self._grow(whole[len(self.text) :] if whole.startswith(self.text) else "", final=True)
+        return self.text[: self.end if self.end is not None else len(self.text)]
+
+    def _grow(self, piece: str, final: bool) -> None:
+        start = max(0, len(self.text) - self.hold)
+        self.text += piece
+        cuts = [i for i in (self.text.find(stop, start) for stop in self.stops) if i >= 0]
+        if cuts:
+            self.end = min(cuts)
+            self.job.stop()
+        ready = self.end if self.end is not None else len(self.text) - (0 if final else self.hold)
+        if ready > self.sent:
+            delta, self.sent = self.text[self.sent : ready], ready
+            if self.on_text is not None:
+                self.on_text(delta)
 
 
 def new_session_id() -> str:

@@ -126,3 +126,21 @@ def test_stream_events_are_sse_with_done(client):
         lines = [line for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
     assert all("choices" in json.loads(line[6:]) for line in lines[:-1])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stop_string_cuts_the_reply_before_it(openai_client, stream):
+    settings = dict(
+        prompt="Stop me", model="m", temperature=0, max_tokens=24, extra_body={"ignore_eos": True}
+    )
+    full = openai_client.completions.create(**settings).choices[0].text
+    assert len(full) >= 6
+    stop = full[4:6]
+    if stream:
+        chunks = list(openai_client.completions.create(stop=stop, stream=True, **settings))
+        text = "".join(c.choices[0].text for c in chunks)
+        finish = chunks[-1].choices[0].finish_reason
+    else:
+        reply = openai_client.completions.create(stop=stop, **settings).choices[0]
+        text, finish = reply.text, reply.finish_reason
+    assert text == full[: full.find(stop)] and finish == "stop"
