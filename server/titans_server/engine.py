@@ -72,6 +72,7 @@ class Engine:
     ):
         self.model = model.eval()
         self.threads = threads
+        self.vocab = model.tokenizer.vocab_size
         self.device = model.embed.weight.device
         self.max_batch_size, self.max_queue, self.piece_tokens = max_batch_size, max_queue, piece_tokens
         self._inbox: queue.Queue[Job | None] = queue.Queue()
@@ -218,7 +219,8 @@ class Engine:
     def _choose(self, job: Job, logits: torch.Tensor) -> None:
         """Sample the next token; it is fed on the next decode step."""
         params = job.params
-        token = int(sample(logits, params, job._generator)[0])
+        # Ids past the tokenizer's (a model may have spare embedding rows) have no text: never pick them.
+        token = int(sample(logits[..., : self.vocab], params, job._generator)[0])
         job.generated.append(token)
         job._pending = token
         if job.on_token is not None:
