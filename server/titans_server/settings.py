@@ -29,7 +29,11 @@ class Settings(BaseSettings):
         ge=1,
         description="CPU threads for the model (more than 1 fights the HTTP thread on small machines)",
     )
-    max_batch_size: int = Field(32, ge=1, description="sessions per model step")
+    max_batch_size: int = Field(
+        8,
+        ge=1,
+        description="sessions per decode step (larger batches cost more in copies than they save, today)",
+    )
     max_queue: int = Field(256, ge=1, description="requests waiting or running before new ones get 429")
     prefill_piece_tokens: int = Field(
         2048, ge=1, description="prompt and document tokens per model step (long inputs go in pieces)"
