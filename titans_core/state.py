@@ -24,6 +24,7 @@ from titans_core.ops import OpenChunk
 FORMAT = "titans-state"
 FORMAT_VERSION = "1"
 RESERVED_METADATA = ("format", "format_version", "config_hash", "position")
+MAX_POSITION = 2**53  # float64 RoPE angles tell positions apart up to here
 
 
 class StateMismatchError(ValueError):
@@ -135,7 +136,7 @@ def read_metadata(data: bytes) -> dict[str, str]:
         raise ValueError("state bytes are truncated: the header runs past the end")
     try:
         header = json.loads(bytes(data[8 : 8 + size]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise ValueError(f"state bytes have no valid safetensors header: {error}") from error
     metadata = header.get("__metadata__") if isinstance(header, dict) else None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
@@ -160,8 +161,11 @@ def from_bytes(data: bytes, config: TitansConfig, dtype: torch.dtype = torch.flo
             f"this model's is {config.fingerprint()!r}"
         )
     position = metadata.get("position", "")
-    if not position.isdigit():
-        raise ValueError(f"state position {position!r} is not a non-negative integer")
+    if (
+        not (isinstance(position, str) and position.isascii() and position.isdigit())
+        or int(position) >= MAX_POSITION
+    ):
+        raise ValueError(f"state position {position!r} is not an integer in [0, 2^53)")
     try:
         tensors = load(bytes(data))
     except SafetensorError as error:

@@ -17,7 +17,7 @@ from titans_server.metrics import Metrics
 from titans_server.routes import health, openai, sessions
 from titans_server.service import Service
 from titans_server.settings import Settings
-from titans_server.store import EmbeddedRedis, SessionStore
+from titans_server.store import CLIENT_TIMEOUTS, EmbeddedRedis, SessionStore
 
 log = logging.getLogger("titans_server")
 
@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         else:
             import redis.asyncio as aioredis
 
-            client = aioredis.Redis.from_url(settings.redis_url)
+            client = aioredis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
         metrics = Metrics()
         engine = Engine(
             model,

@@ -95,16 +95,16 @@ class Engine:
         self._thread.join(timeout)
 
     def submit(self, job: Job) -> None:
-        with self._lock:
-            if self._count >= self.max_queue:
-                raise EngineOverloaded(f"{self._count} requests are queued or running; try again shortly")
-            self._count += 1
         if job.params is not None:
             job._generator = torch.Generator(device=self.device)
             if job.params.seed is None:
                 job._generator.seed()
             else:
                 job._generator.manual_seed(job.params.seed)
+        with self._lock:
+            if self._count >= self.max_queue:
+                raise EngineOverloaded(f"{self._count} requests are queued or running; try again shortly")
+            self._count += 1
         self._inbox.put(job)
 
     async def run(self, job: Job) -> Job:
@@ -132,7 +132,7 @@ class Engine:
             except queue.Empty:
                 incoming = False
             if incoming is None:
-                for job in self._active:
+                for job in list(self._active):
                     job.error = RuntimeError("the server is shutting down")
                     self._finish(job)
                 return
@@ -147,25 +147,33 @@ class Engine:
                         self._inbox.put(None)
                         break
                     self._active.append(more)
-            try:
-                self._turn()
-            except Exception as error:  # a bug must fail the jobs, never the engine
-                log.exception("engine step failed")
-                for job in list(self._active):
-                    job.error = error
-                    self._finish(job)
+            self._turn()
 
     def _turn(self) -> None:
         for job in [j for j in self._active if j.cancelled]:
             self._finish(job)
         feeding = [j for j in self._active if j.feed]
         if feeding:
-            self._prefill(feeding[0])
+            job = feeding[0]  # then to the back of the line: long documents take turns with prompts
+            self._active.remove(job)
+            self._active.append(job)
+            self._guarded([job], self._prefill, job)
         decoding = [j for j in self._active if not j.feed and j._pending is not None]
         for start in range(0, len(decoding), self.max_batch_size):
-            self._decode(decoding[start : start + self.max_batch_size])
+            batch = decoding[start : start + self.max_batch_size]
+            self._guarded(batch, self._decode, batch)
         for job in [j for j in self._active if not j.feed and j._pending is None]:
             self._finish(job)
+
+    def _guarded(self, jobs: list[Job], step: Callable, argument) -> None:
+        """Run one step; if it fails (out of memory, a bug), only its own jobs fail."""
+        try:
+            step(argument)
+        except Exception as error:
+            log.exception("engine step failed for %d job(s)", len(jobs))
+            for job in jobs:
+                job.error = error
+                self._finish(job)
 
     def _forward(self, kind: str, tokens: torch.Tensor, state, logits: str):
         begin = time.perf_counter()

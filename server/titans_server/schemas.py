@@ -41,7 +41,7 @@ class GenerationRequest(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="extension: sample from the k most likely tokens (0: all)")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
     stop: str | list[str] | None = Field(None, validate_default=True)
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: bool = False

@@ -61,8 +61,14 @@ class Service:
         self.started = int(time.time())
 
     @asynccontextmanager
-    async def session(self, session_id: str | None, *, create: bool) -> AsyncIterator[Opened]:
-        """Hold ``session_id`` for one request (None: a fresh, throwaway memory)."""
+    async def session(
+        self, session_id: str | None, *, create: bool, load_state: bool = True
+    ) -> AsyncIterator[Opened]:
+        """Hold ``session_id`` for one request (None: a fresh, throwaway memory).
+
+        Without ``load_state`` the stored state is not parsed (delete, reset, import): a session
+        whose state no longer loads can still be cleaned up.
+        """
         if session_id is None:
             yield Opened(SessionMeta(id="", model=self.model_id), None, -1, persistent=False)
             return
@@ -71,7 +77,7 @@ class Service:
         self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                yield await self._open(session_id, create)
+                yield await self._open(session_id, create, load_state)
         finally:
             lock, users = self._locks[key]
             if users == 1:
@@ -79,9 +85,16 @@ class Service:
             else:
                 self._locks[key] = (lock, users - 1)
 
-    async def _open(self, session_id: str, create: bool) -> Opened:
+    async def _open(self, session_id: str, create: bool, load_state: bool) -> Opened:
         begin = time.perf_counter()
-        loaded = await self.call_store(self.store.load(TENANT, session_id))
+        try:
+            if load_state:
+                loaded = await self.call_store(self.store.load(TENANT, session_id))
+            else:
+                meta = await self.call_store(self.store.get(TENANT, session_id))
+                loaded = None if meta is None else (meta, None)
+        except VersionConflict as error:
+            raise APIError(409, str(error), code="version_conflict") from error
         if loaded is None:
             if not create:
                 raise APIError(

@@ -45,6 +45,10 @@ return tonumber(redis.call('HGET', KEYS[1], 'version'))
 """
 
 
+# A Redis that stops answering must turn into 503s, not requests hanging with their sessions locked.
+CLIENT_TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+
+
 class StoreUnavailable(Exception):
     """Redis cannot be reached or answered with an error."""
 
@@ -176,8 +180,8 @@ class SessionStore:
         blob = self.cache.get(key, meta.version)
         if blob is None:
             blob = await self._call(self.redis.get(key + ":state"))
-            if blob is None:  # changed between the two reads: the caller's commit will conflict
-                return meta, None
+            if blob is None:  # changed (or lost) between the two reads: never pass it off as fresh
+                raise VersionConflict(f"session {session!r} changed while it was read; retry")
             self.cache.put(key, meta.version, blob)
         return meta, blob
 
@@ -249,7 +253,7 @@ class EmbeddedRedis:
         log.info("embedded Redis (AOF on) in %s, socket %s", data_dir, self.socket_file)
 
     def client(self) -> aioredis.Redis:
-        return aioredis.Redis(unix_socket_path=self.socket_file)
+        return aioredis.Redis(unix_socket_path=self.socket_file, **CLIENT_TIMEOUTS)
 
     def stop(self) -> None:
         self._server.shutdown()

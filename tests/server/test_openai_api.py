@@ -144,3 +144,10 @@ def test_a_stop_string_cuts_the_reply_before_it(openai_client, stream):
         reply = openai_client.completions.create(stop=stop, **settings).choices[0]
         text, finish = reply.text, reply.finish_reason
     assert text == full[: full.find(stop)] and finish == "stop"
+
+
+def test_a_seed_out_of_range_is_400_and_costs_no_capacity(client):
+    for _ in range(3):
+        response = client.post("/v1/completions", json={"prompt": "x", "seed": 2**64})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "seed"
+    assert client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200

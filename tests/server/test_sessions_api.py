@@ -198,3 +198,18 @@ def test_a_session_survives_a_restart(start_server, tmp_path):
         for name, tensor in load(state).items():
             assert torch.equal(load(restored)[name], tensor), name
         assert complete(http, "durable") == expected
+
+
+def test_opposite_forks_at_once_do_not_deadlock(server, session_id):
+    a, b = session_id + "-a", session_id + "-b"
+
+    async def run():
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            for one in (a, b):
+                await http.post("/v1/sessions", json={"id": one})
+            return await asyncio.gather(
+                http.post(f"/v1/sessions/{a}/fork", json={"id": b}),
+                http.post(f"/v1/sessions/{b}/fork", json={"id": a}),
+            )
+
+    assert [r.status_code for r in asyncio.run(run())] == [409, 409]

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from contextlib import AsyncExitStack
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -34,7 +35,7 @@ def checked(session_id: str) -> str:
 async def create_session(body: SessionCreate, request: Request) -> JSONResponse:
     service = service_of(request)
     session_id = body.id or new_session_id()
-    async with service.session(session_id, create=True) as opened:
+    async with service.session(session_id, create=True, load_state=False) as opened:
         if opened.expected != -1:
             raise APIError(409, f"session {session_id!r} already exists", param="id", code="session_exists")
         opened.meta.metadata, opened.meta.ttl_seconds = body.metadata, body.ttl_seconds or 0
@@ -65,7 +66,7 @@ async def get_session(session_id: str, request: Request) -> dict:
 @router.delete("/{session_id}")
 async def delete_session(session_id: str, request: Request) -> dict:
     service = service_of(request)
-    async with service.session(checked(session_id), create=False):
+    async with service.session(checked(session_id), create=False, load_state=False):
         await service.call_store(service.store.delete(TENANT, session_id))
     return {"id": session_id, "object": "session.deleted", "deleted": True}
 
@@ -76,10 +77,15 @@ async def fork_session(session_id: str, request: Request, body: SessionFork | No
     target = (body.id if body else None) or new_session_id()
     if target == session_id:
         raise APIError(409, "a fork needs an id of its own", param="id", code="session_exists")
-    async with (
-        service.session(checked(session_id), create=False) as source,
-        service.session(target, create=True) as copy,
-    ):
+    # Both sessions are held, always in id order: two opposite forks must not deadlock.
+    async with AsyncExitStack() as held:
+        opened = {}
+        for name in sorted([checked(session_id), target]):
+            source_side = name == session_id
+            opened[name] = await held.enter_async_context(
+                service.session(name, create=not source_side, load_state=source_side)
+            )
+        source, copy = opened[session_id], opened[target]
         if copy.expected != -1:
             raise APIError(409, f"session {target!r} already exists", param="id", code="session_exists")
         copy.meta.metadata = dict(source.meta.metadata)
@@ -92,7 +98,7 @@ async def fork_session(session_id: str, request: Request, body: SessionFork | No
 @router.post("/{session_id}/reset")
 async def reset_session(session_id: str, request: Request) -> dict:
     service = service_of(request)
-    async with service.session(checked(session_id), create=False) as opened:
+    async with service.session(checked(session_id), create=False, load_state=False) as opened:
         meta = await service.commit(opened, None, chain_hash="", chain_length=0)
     return meta.public()
 
@@ -119,7 +125,7 @@ async def import_state(session_id: str, request: Request) -> dict:
         raise APIError(
             400, f"a session state has a batch of 1, this one {state.batch_size}", code="invalid_state"
         )
-    async with service.session(checked(session_id), create=True) as opened:
+    async with service.session(checked(session_id), create=True, load_state=False) as opened:
         meta = await service.commit(opened, state, chain_hash="", chain_length=0)
     return meta.public()
 
