@@ -19,7 +19,7 @@ from titans_core.state import ModelState
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 switch those filters off."""
+    """``temperature`` 0 (below 1e-5) is greedy; ``top_k`` 0 and ``top_p`` 1 switch those filters off."""
 
     max_new_tokens: int = 256
     temperature: float = 1.0
@@ -47,7 +47,7 @@ class SamplingParams:
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> Tensor:
     """Next token ids ``[B]`` from logits ``[B, V]``: greedy, or temperature with top-k / top-p."""
-    if params.temperature == 0:
+    if params.temperature < 1e-5:  # dividing by less overflows: treat it as the greedy limit it is
         return logits.argmax(dim=-1)
     logits = logits.float() / params.temperature
     if 0 < params.top_k < logits.shape[-1]:
@@ -76,7 +76,7 @@ class Generation:
         self.prompt = torch.as_tensor(prompt, dtype=torch.int64, device=device).reshape(1, -1)
         if self.prompt.shape[1] == 0:
             raise ValueError("the prompt must hold at least one token")
-        self.model, self.params, self.state = model, params, state
+        self.model, self.params, self._state = model, params, state
         self.finish_reason: str | None = None  # "stop" or "length" once finished
         self.completion_tokens = 0
         self._generator = torch.Generator(device=device)
@@ -84,7 +84,15 @@ class Generation:
             self._generator.seed()
         else:
             self._generator.manual_seed(params.seed)
+        self._pending: Tensor | None = None  # the last token yielded, not yet fed
+        self._logits: Tensor | None = None
         self._tokens = self._run()
+
+    @property
+    def state(self) -> ModelState | None:
+        """The state after the prompt and every token yielded so far."""
+        self._flush()
+        return self._state
 
     def __iter__(self) -> Iterator[int]:
         return self
@@ -93,32 +101,32 @@ class Generation:
         return next(self._tokens)
 
     def close(self) -> None:
-        """Stop early; the state still takes in every token yielded."""
+        """Stop early (``state`` still takes in every token yielded)."""
         self._tokens.close()
 
     def _run(self) -> Iterator[int]:
-        logits = self._feed(self.prompt, "last")
-        pending = None
-        try:
-            for step in range(self.params.max_new_tokens):
-                token = sample(logits[:, -1], self.params, self._generator)
-                pending = token.view(1, 1)
-                self.completion_tokens += 1
-                yield int(token)
-                if int(token) in self.params.stop_token_ids:
-                    self.finish_reason = "stop"
-                    return
-                if step + 1 < self.params.max_new_tokens:
-                    logits, pending = self._feed(pending, "last"), None
-            self.finish_reason = "length"
-        finally:
-            if pending is not None:
-                self._feed(pending, "none")
+        self._logits = self._feed(self.prompt)
+        for step in range(self.params.max_new_tokens):
+            token = sample(self._logits[:, -1], self.params, self._generator)
+            self._pending = token.view(1, 1)
+            self.completion_tokens += 1
+            yield int(token)
+            if int(token) in self.params.stop_token_ids:
+                self.finish_reason = "stop"
+                return
+            if step + 1 < self.params.max_new_tokens:
+                self._flush()
+        self.finish_reason = "length"
 
-    def _feed(self, tokens: Tensor, logits: str) -> Tensor | None:
+    def _flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self._logits = self._feed(pending)
+
+    def _feed(self, tokens: Tensor) -> Tensor:
         with torch.inference_mode():
-            out, self.state = self.model(tokens, self.state, logits=logits)
-        return out
+            logits, self._state = self.model(tokens, self._state, logits="last")
+        return logits
 
 
 def generate(

@@ -139,8 +139,10 @@ class NeuralMemory(nn.Module):
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> MemoryState:
         """The state before any token: the learned initial memory, zero momentum, no open chunk."""
+        # Copies (gradients still flow): a state must not change when the parameters are trained on.
         weights = [
-            w.to(device=device, dtype=dtype).expand(batch_size, *w.shape) for w in self.initial_weights
+            w.to(device=device, dtype=dtype).expand(batch_size, *w.shape).clone()
+            for w in self.initial_weights
         ]
         momentum = [torch.zeros_like(w) for w in weights] if self.use_momentum else None
         tail = torch.zeros(

@@ -109,6 +109,8 @@ class TitansLM(nn.Module):
 
         ``tokens`` ``[B]`` (int64); returns the next-token logits ``[B, V]`` and each session's new
         state: exactly what ``B`` calls of :meth:`forward` give. This is the engine's decode step.
+        The new states share the batch's buffers (the next step reuses them); ``to_bytes`` or
+        ``state.map(torch.clone)`` give a state of its own to keep.
         """
         if not isinstance(tokens, Tensor) or tokens.dim() != 1 or len(states) != len(tokens):
             raise ValueError(f"tokens must be a tensor [B] with one state each, got {describe(tokens)}")

@@ -17,13 +17,14 @@ class Stacker:
     """``torch.cat(parts)``, reused while ``parts`` are the same tensor objects (inference only)."""
 
     def __init__(self) -> None:
-        self._parts: list[Tensor] = []
-        self._stacked: Tensor | None = None
+        self._last: tuple[list[Tensor], Tensor] = ([], torch.empty(0))
 
     def __call__(self, parts: list[Tensor]) -> Tensor:
         if torch.is_grad_enabled():  # a graph must not be shared between calls
             return torch.cat(parts)
-        same = len(parts) == len(self._parts) and all(a is b for a, b in zip(parts, self._parts))
-        if not same:
-            self._parts, self._stacked = list(parts), torch.cat(parts)
-        return self._stacked
+        previous, stacked = self._last  # one read: another thread may replace it meanwhile
+        if len(parts) == len(previous) and all(a is b for a, b in zip(parts, previous)):
+            return stacked
+        stacked = torch.cat(parts)
+        self._last = (list(parts), stacked)
+        return stacked

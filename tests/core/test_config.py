@@ -64,3 +64,9 @@ def test_segment_size_only_binds_mac():
 def test_bad_json_is_refused(text, error):
     with pytest.raises(ValueError, match=error):
         TitansConfig.from_json(text)
+
+
+@pytest.mark.parametrize("field", ["max_lr", "rope_base", "norm_eps"])
+def test_infinite_numbers_are_refused(field):
+    with pytest.raises(ValueError, match=field):
+        TitansConfig(**{field: float("inf")})

@@ -101,3 +101,17 @@ def test_bad_sampling_settings_are_refused(settings, field):
 def test_an_empty_prompt_is_refused():
     with pytest.raises(ValueError, match="prompt"):
         generate(TitansLM.from_pretrained("tiny-random"), [])
+
+
+def test_breaking_out_of_the_loop_still_leaves_yielded_tokens_in_the_state(model):
+    ids = prompt(model, 3)
+    generation = generate(model, ids, max_new_tokens=10, temperature=0)
+    for _ in generation:
+        break
+    assert generation.state.position == 4
+    assert next(generation) is not None and generation.state.position == 5
+
+
+def test_a_tiny_temperature_is_greedy_not_an_overflow():
+    logits = torch.randn(4, 30) * 50
+    assert torch.equal(sample(logits, SamplingParams(temperature=1e-40)), logits.argmax(-1))

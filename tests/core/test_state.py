@@ -1,5 +1,6 @@
 """Session state: exact round trips through bytes, refusal of anything else, stacking for the engine."""
 
+import json
 import struct
 
 import pytest
@@ -139,3 +140,33 @@ def test_default_config_state_size():
     boundary = len(to_bytes(model.initial_state(1)))
     memory = 4 * 2 * (2 * 64 * 256 * 4) * 4  # layers x (weights + momentum) x 2 matrices x heads x fp32
     assert memory < boundary < memory * 1.01
+
+
+def header_with(data: bytes, **changes) -> bytes:
+    """State bytes whose JSON header has ``changes`` in its metadata (any JSON values)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"].update(changes)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + size :]
+
+
+@pytest.mark.parametrize("position", [13, "1" + "0" * 30, "-1", "１３"])
+def test_positions_must_be_small_decimal_strings(model, position):
+    _, state = consume(model, 13)
+    with pytest.raises(ValueError, match="position"):
+        from_bytes(header_with(to_bytes(state), position=position), model.config)
+
+
+def test_a_deeply_nested_header_is_a_value_error(model):
+    nested = b"[" * 100000 + b"]" * 100000
+    with pytest.raises(ValueError):
+        from_bytes(struct.pack("<Q", len(nested)) + nested, model.config)
+
+
+def test_fresh_states_do_not_alias_the_parameters(model):
+    state = model.initial_state(1)
+    weights = state.layers[0].memory.weights[0]
+    parameter = model.layers[0].memory.initial_weights[0]
+    assert weights.untyped_storage().data_ptr() != parameter.untyped_storage().data_ptr()
