@@ -79,11 +79,11 @@ def server(tmp_path_factory) -> Server:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """``start_server(data_dir)``: another server process, stopped after the test."""
+    """``start_server(data_dir, *flags)``: another server process, stopped after the test."""
     started: list[Server] = []
 
-    def start(data_dir: Path | None = None) -> Server:
-        started.append(Server(data_dir or tmp_path / "data").start())
+    def start(data_dir: Path | None = None, *args: str) -> Server:
+        started.append(Server(data_dir or tmp_path / "data", *args).start())
         return started[-1]
 
     yield start
