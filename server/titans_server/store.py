@@ -214,22 +214,30 @@ class SessionStore:
         await self._call(self.redis.zrem(f"titans:{{{tenant}}}:sessions", session))
         return removed > 0
 
-    async def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[SessionMeta], bool]:
-        """Sessions in creation order after the id ``after``; and whether more follow."""
+    async def list(
+        self, tenant: str, after: str | None, limit: int
+    ) -> tuple[list[SessionMeta], bool, str | None]:
+        """Sessions in creation order after the id ``after``, whether more follow, and the cursor
+        for the next page (the last id looked at, listed or not). An unknown ``after`` is a KeyError.
+        """
         index = f"titans:{{{tenant}}}:sessions"
         start = 0
         if after is not None:
             rank = await self._call(self.redis.zrank(index, after))
-            start = 0 if rank is None else rank + 1
+            if rank is None:
+                raise KeyError(after)
+            start = rank + 1
         ids = await self._call(self.redis.zrange(index, start, start + limit))
         found = []
-        for raw_id in ids[:limit]:
+        page = ids[:limit]
+        for raw_id in page:
             meta = await self.get(tenant, raw_id.decode())
-            if meta is None:  # expired by its TTL: drop it from the index too
-                await self._call(self.redis.zrem(index, raw_id))
-            else:
+            if meta is not None:
                 found.append(meta)
-        return found, len(ids) > limit
+            elif raw_id != page[-1]:  # expired by its TTL: out of the index (the cursor stays)
+                await self._call(self.redis.zrem(index, raw_id))
+        cursor = page[-1].decode() if page else None
+        return found, len(ids) > limit, cursor
 
     async def _call(self, awaitable):
         try:

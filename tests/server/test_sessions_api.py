@@ -213,3 +213,8 @@ def test_opposite_forks_at_once_do_not_deadlock(server, session_id):
             )
 
     assert [r.status_code for r in asyncio.run(run())] == [409, 409]
+
+
+def test_listing_after_an_unknown_cursor_is_400(client):
+    response = client.get("/v1/sessions", params={"after": "no-such-session-anywhere"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "after"

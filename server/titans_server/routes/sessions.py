@@ -49,9 +49,11 @@ async def list_sessions(
 ) -> dict:
     service = service_of(request)
     limit = min(limit, service.settings.session_list_limit)
-    found, more = await service.call_store(service.store.list(TENANT, after, limit))
-    data = [meta.public() for meta in found]
-    return {"object": "list", "data": data, "has_more": more, "last_id": data[-1]["id"] if data else None}
+    try:
+        found, more, cursor = await service.call_store(service.store.list(TENANT, after, limit))
+    except KeyError as error:
+        raise APIError(400, f"unknown cursor {after!r}: pass a last_id from a page", param="after") from error
+    return {"object": "list", "data": [meta.public() for meta in found], "has_more": more, "last_id": cursor}
 
 
 @router.get("/{session_id}")
