@@ -76,8 +76,12 @@ class Service:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
-            async with lock:
+            with self.metrics.waiting.track_inprogress():
+                await lock.acquire()
+            try:
                 yield await self._open(session_id, create, load_state)
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[key]
             if users == 1:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -218,3 +219,34 @@ def test_opposite_forks_at_once_do_not_deadlock(server, session_id):
 def test_listing_after_an_unknown_cursor_is_400(client):
     response = client.get("/v1/sessions", params={"after": "no-such-session-anywhere"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "after"
+
+
+def test_a_session_with_a_ttl_expires(client, session_id):
+    assert client.post("/v1/sessions", json={"id": session_id, "ttl_seconds": 1}).json()["ttl_seconds"] == 1
+    complete(client, session_id)  # a commit renews the expiry
+    assert client.get(f"/v1/sessions/{session_id}").status_code == 200
+    time.sleep(2.5)
+    assert client.get(f"/v1/sessions/{session_id}").status_code == 404
+
+
+def test_metrics_count_the_work(client, session_id):
+    complete(client, session_id)
+    client.post(f"/v1/sessions/{session_id}/ingest", content="some text to ingest")
+    metrics = client.get("/metrics").text
+    for name in (
+        "titans:requests_running",
+        "titans:time_to_first_token_seconds_count",
+        "titans:inter_token_latency_seconds_count",
+        "titans:prompt_tokens_total",
+        "titans:generation_tokens_total",
+        "titans:ingested_tokens_total",
+        'titans:batch_size_count{kind="decode"}',
+        "titans:state_save_seconds_count",
+    ):
+        assert name in metrics, name
+    generated = float(
+        next(row for row in metrics.splitlines() if row.startswith("titans:generation_tokens_total")).split()[
+            -1
+        ]
+    )
+    assert generated >= 10
