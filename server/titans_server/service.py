@@ -20,7 +20,7 @@ from titans_server.engine import Engine, EngineOverloaded, Job
 from titans_server.errors import APIError
 from titans_server.metrics import Metrics
 from titans_server.settings import Settings
-from titans_server.store import SessionMeta, SessionStore, StoreUnavailable, VersionConflict
+from titans_server.store import LeaseBusy, SessionMeta, SessionStore, StoreUnavailable, VersionConflict
 
 TENANT = "default"  # one tenant until API keys arrive
 
@@ -79,7 +79,8 @@ class Service:
             with self.metrics.waiting.track_inprogress():
                 await lock.acquire()
             try:
-                yield await self._open(session_id, create, load_state)
+                async with self._lease(session_id):
+                    yield await self._open(session_id, create, load_state)
             finally:
                 lock.release()
         finally:
@@ -88,6 +89,17 @@ class Service:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def _lease(self, session_id: str) -> AsyncIterator[None]:
+        """The session's lease across servers sharing the store (see :meth:`SessionStore.lease`)."""
+        try:
+            async with self.store.lease(TENANT, session_id):
+                yield
+        except LeaseBusy as error:
+            raise APIError(409, str(error), code="session_busy", headers={"Retry-After": "1"}) from error
+        except StoreUnavailable as error:
+            raise APIError(503, str(error), code="store_unavailable", headers={"Retry-After": "1"}) from error
 
     async def _open(self, session_id: str, create: bool, load_state: bool) -> Opened:
         begin = time.perf_counter()

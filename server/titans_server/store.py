@@ -11,10 +11,14 @@ was computed from, so no update is ever lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import secrets
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,12 +53,21 @@ return tonumber(redis.call('HGET', KEYS[1], 'version'))
 CLIENT_TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 
 
+_HOLDS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
+_RELEASE = _HOLDS.format("'DEL', KEYS[1]")
+_RENEW = _HOLDS.format("'PEXPIRE', KEYS[1], ARGV[2]")
+
+
 class StoreUnavailable(Exception):
     """Redis cannot be reached or answered with an error."""
 
 
 class VersionConflict(Exception):
     """The session changed (or appeared, or vanished) since it was read."""
+
+
+class LeaseBusy(Exception):
+    """Another replica held the session's lease for longer than we would wait."""
 
 
 @dataclass
@@ -154,10 +167,46 @@ class SessionStore:
         self.redis = client
         self.cache = StateCache(cache_bytes)
         self._commit = client.register_script(_COMMIT)
+        self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
 
     @staticmethod
     def _key(tenant: str, session: str) -> str:
         return f"titans:{{{tenant}:{session}}}"
+
+    @asynccontextmanager
+    async def lease(
+        self, tenant: str, session: str, ttl_ms: int = 30_000, wait_seconds: float = 120.0
+    ) -> AsyncIterator[None]:
+        """Work on ``session`` as the only replica: a lease (SET NX PX with a token of ours),
+        renewed while held and released after. A crashed holder's lease runs out after ``ttl_ms``.
+        Correctness never depends on it (commits compare versions); it saves wasted work.
+        """
+        key = self._key(tenant, session) + ":lease"
+        token = secrets.token_hex(16)
+        deadline, delay = time.monotonic() + wait_seconds, 0.005
+        while not await self._call(self.redis.set(key, token, nx=True, px=ttl_ms)):
+            if time.monotonic() > deadline:
+                raise LeaseBusy(f"session {session!r} is busy on another server")
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.1)
+        renewing = asyncio.ensure_future(self._keep(key, token, ttl_ms))
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with suppress(StoreUnavailable):
+                await self._call(self._release(keys=[key], args=[token]))
+
+    async def _keep(self, key: str, token: str, ttl_ms: int) -> None:
+        while True:
+            await asyncio.sleep(ttl_ms / 3000)
+            try:
+                if not await self._call(self._renew(keys=[key], args=[token, ttl_ms])):
+                    log.warning("lost the lease %s: another server may work on the session", key)
+                    return
+            except StoreUnavailable:
+                log.warning("could not renew the lease %s", key)
 
     async def ping(self) -> bool:
         try:
