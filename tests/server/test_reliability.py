@@ -84,3 +84,22 @@ def test_a_client_that_goes_away_commits_nothing(server):
         done = http.post("/v1/completions", json={"prompt": "x", "session_id": "abandoned", **GREEDY})
         assert done.status_code == 200
         assert http.get("/v1/sessions/abandoned").json()["version"] == 1
+
+
+def test_redis_down_is_503_and_the_server_recovers_when_it_returns(start_server, tmp_path):
+    redis = EmbeddedRedis(tmp_path / "redis")
+    server = start_server(tmp_path / "data", "--redis-url", f"unix://{redis.socket_file}")
+    body = {"prompt": "before", "session_id": "kept", **GREEDY}
+    assert httpx.post(server.url + "/v1/completions", json=body, timeout=60).status_code == 200
+    redis.stop()
+    try:
+        down = httpx.post(server.url + "/v1/completions", json={**body, "prompt": "during"}, timeout=60)
+        assert down.status_code == 503 and down.json()["error"]["code"] == "store_unavailable"
+        assert httpx.get(server.url + "/ready", timeout=10).status_code == 503
+    finally:
+        redis = EmbeddedRedis(tmp_path / "redis")  # the same files and socket
+    try:
+        assert httpx.post(server.url + "/v1/completions", json=body, timeout=60).status_code == 200
+        assert httpx.get(server.url + "/v1/sessions/kept", timeout=10).json()["version"] == 2
+    finally:
+        redis.stop()
