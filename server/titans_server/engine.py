@@ -34,7 +34,7 @@ class Job:
     """A unit of model work for one session; the engine thread owns it until it finishes."""
 
     state: ModelState | None
-    feed: list[int]  # tokens still to consume before sampling (or, for ingestion, at all)
+    feed: list[int]  # tokens to consume before sampling (or, for ingestion, at all), from ``fed`` on
     params: SamplingParams | None  # None: consume only (ingestion)
     epilogue: Callable[[list[int]], list[int]] | None = None  # tokens fed after the reply
     min_tokens: int = 0
@@ -46,7 +46,12 @@ class Job:
     generated: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     error: BaseException | None = None
-    fed: int = 0
+    fed: int = 0  # tokens of ``feed`` consumed: an index, so a 10 MB document is never re-copied
+
+    @property
+    def feeding(self) -> bool:
+        return self.fed < len(self.feed)
+
     loss_sum: float = 0.0
     loss_count: int = 0
     cancelled: bool = False
@@ -152,17 +157,17 @@ class Engine:
     def _turn(self) -> None:
         for job in [j for j in self._active if j.cancelled]:
             self._finish(job)
-        feeding = [j for j in self._active if j.feed]
+        feeding = [j for j in self._active if j.feeding]
         if feeding:
             job = feeding[0]  # then to the back of the line: long documents take turns with prompts
             self._active.remove(job)
             self._active.append(job)
             self._guarded([job], self._prefill, job)
-        decoding = [j for j in self._active if not j.feed and j._pending is not None]
+        decoding = [j for j in self._active if not j.feeding and j._pending is not None]
         for start in range(0, len(decoding), self.max_batch_size):
             batch = decoding[start : start + self.max_batch_size]
             self._guarded(batch, self._decode, batch)
-        for job in [j for j in self._active if not j.feed and j._pending is None]:
+        for job in [j for j in self._active if not j.feeding and j._pending is None]:
             self._finish(job)
 
     def _guarded(self, jobs: list[Job], step: Callable, argument) -> None:
@@ -184,7 +189,7 @@ class Engine:
         return out
 
     def _prefill(self, job: Job) -> None:
-        piece, job.feed = job.feed[: self.piece_tokens], job.feed[self.piece_tokens :]
+        piece = job.feed[job.fed : job.fed + self.piece_tokens]
         tokens = torch.tensor([piece], dtype=torch.int64, device=self.device)
         if job.surprise:
             logits, new_state = self._forward("prefill", tokens, job.state, "all")
@@ -197,13 +202,14 @@ class Engine:
                 job.loss_count += len(piece) - 1
             job._logits = logits[:, -1:]
         else:
-            want = "last" if job.params is not None and not job.feed else "none"
+            last_piece = job.fed + len(piece) == len(job.feed)
+            want = "last" if job.params is not None and last_piece else "none"
             job._logits, new_state = self._forward("prefill", tokens, job.state, want)
         job.state = new_state
         job.fed += len(piece)
         if job.on_progress is not None:
             job.on_progress(job.fed)
-        if not job.feed and job.params is not None and job.finish_reason is None:
+        if not job.feeding and job.params is not None and job.finish_reason is None:
             self._choose(job, job._logits[:, -1])
 
     def _decode(self, jobs: list[Job]) -> None:
@@ -222,7 +228,7 @@ class Engine:
             if job.finish_reason is None:
                 self._choose(job, logits[row : row + 1])
             else:  # the last sampled token is now in the state: close the turn
-                job.feed = job.epilogue(job.generated) if job.epilogue else []
+                job.feed = [*job.feed, *(job.epilogue(job.generated) if job.epilogue else [])]
 
     def _choose(self, job: Job, logits: torch.Tensor) -> None:
         """Sample the next token; it is fed on the next decode step."""

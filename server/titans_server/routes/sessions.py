@@ -136,7 +136,7 @@ async def import_state(session_id: str, request: Request) -> dict:
 async def ingest(session_id: str, request: Request, stream: bool = False):
     service = service_of(request)
     text = await document_of(request)
-    tokens = service.tokenizer.encode(text)
+    tokens = await asyncio.to_thread(service.tokenizer.encode, text)  # megabytes: off the event loop
     if not tokens:
         raise APIError(400, "the document is empty", code="empty_document")
     if len(tokens) > service.settings.max_ingest_tokens:
