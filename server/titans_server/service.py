@@ -244,11 +244,9 @@ class Service:
         except ValueError as error:
             raise APIError(400, f"not a valid state: {error}", code="invalid_state") from error
 
-    def chat_chain(self, opened: Opened, messages: list[dict]) -> tuple[list[dict], str, int]:
-        """The messages to feed, and the transcript chain they extend."""
-        meta = opened.meta
-        fresh = transcript.unconsumed(meta.chain_hash, meta.chain_length, messages)
-        return fresh, meta.chain_hash, meta.chain_length
+    def unconsumed(self, opened: Opened, messages: list[dict]) -> list[dict]:
+        """The messages the session has not consumed yet (see :mod:`titans_server.transcript`)."""
+        return transcript.unconsumed(opened.meta.chain_hash, opened.meta.chain_length, messages)
 
 
 class ReplyText:

@@ -41,7 +41,7 @@ async def run_chat(service: Service, body: ChatCompletionRequest, session_id, on
         return ([] if ended else [tokenizer.end_of_turn_id]) + newline
 
     async with service.session(session_id, create=True) as opened:
-        fresh, _, _ = service.chat_chain(opened, messages)
+        fresh = service.unconsumed(opened, messages)
         prompt = tokenizer.encode_chat(fresh)
         job, text = await service.generate(opened, prompt, params, body, on_text, epilogue=close_turn)
         reply = {"role": "assistant", "content": text}
