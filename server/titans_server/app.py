@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import redis.asyncio as aioredis
 import torch
 from fastapi import FastAPI
 
@@ -46,39 +48,34 @@ def create_app(settings: Settings) -> FastAPI:
         threads = settings.threads or torch.get_num_threads()
         torch.set_num_threads(1)
         model, model_id = load_model(settings.model, settings.device)
-        embedded = None
-        if settings.redis_url is None:
-            embedded = EmbeddedRedis(settings.data_dir)
-            client = embedded.client()
-        else:
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
-        metrics = Metrics()
-        engine = Engine(
-            model,
-            max_batch_size=settings.max_batch_size,
-            max_queue=settings.max_queue,
-            piece_tokens=settings.prefill_piece_tokens,
-            threads=threads,
-        )
-        engine.step_observer = metrics.observe_step
-        engine.start()
-        app.state.service = Service(settings, model, model_id, SessionStore(client), engine, metrics)
-        log.info(
-            "serving %s on %s, listening on http://%s:%d",
-            model_id,
-            engine.device,
-            settings.host,
-            settings.port,
-        )
-        try:
+        async with AsyncExitStack() as cleanup:  # whatever started is stopped, in reverse order
+            if settings.redis_url is None:
+                embedded = EmbeddedRedis(settings.data_dir)
+                cleanup.callback(embedded.stop)
+                client = embedded.client()
+            else:
+                client = aioredis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
+            cleanup.push_async_callback(client.aclose)
+            metrics = Metrics()
+            engine = Engine(
+                model,
+                max_batch_size=settings.max_batch_size,
+                max_queue=settings.max_queue,
+                piece_tokens=settings.prefill_piece_tokens,
+                threads=threads,
+            )
+            engine.step_observer = metrics.observe_step
+            engine.start()
+            cleanup.push_async_callback(asyncio.to_thread, engine.stop)  # off the event loop
+            app.state.service = Service(settings, model, model_id, SessionStore(client), engine, metrics)
+            log.info(
+                "serving %s on %s, listening on http://%s:%d",
+                model_id,
+                engine.device,
+                settings.host,
+                settings.port,
+            )
             yield
-        finally:
-            engine.stop()
-            await client.aclose()
-            if embedded is not None:
-                embedded.stop()
 
     app = FastAPI(title="Titans Serve", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

@@ -150,7 +150,10 @@ class Service:
         meta.tokens_seen = 0 if state is None else state.position
         blob = None if state is None else to_bytes(state)
         try:
-            committed = await self.call_store(self.store.commit(TENANT, meta, opened.expected, blob))
+            # Shielded: a client that leaves mid-commit must not cut it between its Redis calls.
+            committed = await asyncio.shield(
+                self.call_store(self.store.commit(TENANT, meta, opened.expected, blob))
+            )
         except VersionConflict as error:
             raise APIError(409, str(error), code="version_conflict") from error
         self.metrics.state_save_seconds.observe(time.perf_counter() - begin)
