@@ -211,13 +211,7 @@ class Service:
         text = ReplyText(self.tokenizer, request.stop, job, on_text)
         job.on_token = text.add
         started = time.perf_counter()
-        try:
-            with self.metrics.running.track_inprogress():
-                await self.engine.run(job)
-        except EngineOverloaded as error:
-            raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
-        if job.error is not None:
-            raise APIError(500, f"generation failed: {job.error}", code="engine_error")
+        await self._run(job, "generation")
         self.metrics.observe_generation(len(prompt), text.token_times, started)
         reply = text.final()
         if text.end is not None:  # a stop string: the engine may have run a few tokens past it
@@ -228,15 +222,19 @@ class Service:
         self, opened: Opened, tokens: list[int], on_progress: Callable[[int], None] | None
     ) -> Job:
         job = Job(opened.state, tokens, None, surprise=True, on_progress=on_progress)
+        await self._run(job, "ingestion")
+        self.metrics.ingested_tokens.inc(len(tokens))
+        return job
+
+    async def _run(self, job: Job, what: str) -> None:
+        """Run ``job`` on the engine: 429 when it is full, 500 if the job failed."""
         try:
             with self.metrics.running.track_inprogress():
                 await self.engine.run(job)
         except EngineOverloaded as error:
             raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
         if job.error is not None:
-            raise APIError(500, f"ingestion failed: {job.error}", code="engine_error")
-        self.metrics.ingested_tokens.inc(len(tokens))
-        return job
+            raise APIError(500, f"{what} failed: {job.error}", code="engine_error")
 
     def parse_state(self, data: bytes) -> ModelState:
         """Imported bytes, validated; a state of another model is 422, anything malformed 400."""
