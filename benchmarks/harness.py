@@ -75,3 +75,11 @@ def summary(measured: list[dict], **labels) -> dict:
 
 def value_range(values: list[float]) -> str:
     return f"{min(values):,.0f}-{max(values):,.0f}"
+
+
+def publish(results: dict, out, report) -> None:
+    """Write ``results`` as JSON to ``out`` (a Path, or None for none) and print ``report(results)``."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+    print(report(results))

@@ -19,7 +19,16 @@ import sys
 import time
 from pathlib import Path
 
-from harness import limit_address_space, matmul_rate, measure, peak_rss_mb, summary, tensor_bytes, value_range
+from harness import (
+    limit_address_space,
+    matmul_rate,
+    measure,
+    peak_rss_mb,
+    publish,
+    summary,
+    tensor_bytes,
+    value_range,
+)
 
 DIM, HIDDEN, CHUNK = 256, 1024, 64
 ONE_SHOT_MAX = 65536  # longer inputs (ours at 1M) are generated and fed in pieces,
@@ -190,10 +199,7 @@ def main() -> None:
             repeats=args.repeats,
             limit_gb=args.limit_gb,
         )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
-    print(report(results))
+    publish(results, args.out, report)
 
 
 if __name__ == "__main__":

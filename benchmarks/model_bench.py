@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import limit_address_space, matmul_rate, measure, peak_rss_mb, summary, value_range
+from harness import limit_address_space, matmul_rate, measure, peak_rss_mb, publish, summary, value_range
 
 VOCAB, PROMPT = 4096, 256  # decode starts from a state that has consumed PROMPT tokens
 
@@ -285,10 +285,7 @@ def main() -> None:
         plan += [(impl, "decode", 128, n) for impl in ("ours", "titans-pytorch")]
         plan += [(impl, "decode8", 64, n) for impl in ("ours", "titans-pytorch")]
     results = run(plan, args.limit_gb)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
-    print(report(results))
+    publish(results, args.out, report)
 
 
 if __name__ == "__main__":

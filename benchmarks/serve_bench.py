@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+from harness import publish
 
 REPLY_TOKENS, PROMPT = 32, "Tell me a story about a lighthouse keeper."
 
@@ -244,10 +245,7 @@ def main() -> None:
             models["MAC ~6M (TitansConfig())"] = str(Path(directory) / "mac-6m")
         concurrency = [1, 8] if args.quick else [1, 8, 32]
         results = run(models, concurrency, requests_each=2, document_tokens=16384 if args.quick else 65536)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2))
-    print(report(results))
+    publish(results, args.out, report)
 
 
 if __name__ == "__main__":
