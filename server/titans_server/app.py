@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from titans_core import TitansLM
 from titans_core.model import PRESETS
+from titans_server.auth import Keyring
 from titans_server.engine import Engine
 from titans_server.errors import install_error_handlers
 from titans_server.metrics import Metrics
@@ -45,6 +46,10 @@ def create_app(settings: Settings) -> FastAPI:
         # Every parallel tensor op runs in the engine thread. OpenMP teams belong to the thread
         # that starts them: once this (HTTP) thread had run parallel ops, the engine's ran 2.6x
         # slower on 2 cores. So this thread keeps one thread for its small tensor work.
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        app.state.keyring = Keyring(settings.api_keys_file, api_key)
+        if app.state.keyring.open:
+            log.warning("no API keys configured: anyone who can reach this server can use every session")
         threads = settings.threads or torch.get_num_threads()
         torch.set_num_threads(1)
         model, model_id = load_model(settings.model, settings.device)

@@ -22,13 +22,12 @@ from titans_server.metrics import Metrics
 from titans_server.settings import Settings
 from titans_server.store import LeaseBusy, SessionMeta, SessionStore, StoreUnavailable, VersionConflict
 
-TENANT = "default"  # one tenant until API keys arrive
-
 
 @dataclass
 class Opened:
     """A session as loaded for one request: what to continue and what to commit against."""
 
+    tenant: str
     meta: SessionMeta
     state: ModelState | None
     expected: int  # the version to commit against (-1: create)
@@ -62,25 +61,25 @@ class Service:
 
     @asynccontextmanager
     async def session(
-        self, session_id: str | None, *, create: bool, load_state: bool = True
+        self, tenant: str, session_id: str | None, *, create: bool, load_state: bool = True
     ) -> AsyncIterator[Opened]:
-        """Hold ``session_id`` for one request (None: a fresh, throwaway memory).
+        """Hold the tenant's ``session_id`` for one request (None: a fresh, throwaway memory).
 
         Without ``load_state`` the stored state is not parsed (delete, reset, import): a session
         whose state no longer loads can still be cleaned up.
         """
         if session_id is None:
-            yield Opened(SessionMeta(id="", model=self.model_id), None, -1, persistent=False)
+            yield Opened(tenant, SessionMeta(id="", model=self.model_id), None, -1, persistent=False)
             return
-        key = f"{TENANT}:{session_id}"
+        key = f"{tenant}:{session_id}"
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
         self._locks[key] = (lock, users + 1)
         try:
             with self.metrics.waiting.track_inprogress():
                 await lock.acquire()
             try:
-                async with self._lease(session_id):
-                    yield await self._open(session_id, create, load_state)
+                async with self._lease(tenant, session_id):
+                    yield await self._open(tenant, session_id, create, load_state)
             finally:
                 lock.release()
         finally:
@@ -91,23 +90,23 @@ class Service:
                 self._locks[key] = (lock, users - 1)
 
     @asynccontextmanager
-    async def _lease(self, session_id: str) -> AsyncIterator[None]:
+    async def _lease(self, tenant: str, session_id: str) -> AsyncIterator[None]:
         """The session's lease across servers sharing the store (see :meth:`SessionStore.lease`)."""
         try:
-            async with self.store.lease(TENANT, session_id):
+            async with self.store.lease(tenant, session_id):
                 yield
         except LeaseBusy as error:
             raise APIError(409, str(error), code="session_busy", headers={"Retry-After": "1"}) from error
         except StoreUnavailable as error:
             raise APIError(503, str(error), code="store_unavailable", headers={"Retry-After": "1"}) from error
 
-    async def _open(self, session_id: str, create: bool, load_state: bool) -> Opened:
+    async def _open(self, tenant: str, session_id: str, create: bool, load_state: bool) -> Opened:
         begin = time.perf_counter()
         try:
             if load_state:
-                loaded = await self.call_store(self.store.load(TENANT, session_id))
+                loaded = await self.call_store(self.store.load(tenant, session_id))
             else:
-                meta = await self.call_store(self.store.get(TENANT, session_id))
+                meta = await self.call_store(self.store.get(tenant, session_id))
                 loaded = None if meta is None else (meta, None)
         except VersionConflict as error:
             raise APIError(409, str(error), code="version_conflict") from error
@@ -116,7 +115,7 @@ class Service:
                 raise APIError(
                     404, f"no session {session_id!r}", param="session_id", code="session_not_found"
                 )
-            return Opened(SessionMeta(id=session_id, model=self.model_id), None, -1, persistent=True)
+            return Opened(tenant, SessionMeta(id=session_id, model=self.model_id), None, -1, persistent=True)
         meta, blob = loaded
         state = None
         if blob is not None:
@@ -130,7 +129,7 @@ class Service:
                 ) from error
             state = state.map(lambda t: t.to(self.engine.device))
         self.metrics.state_load_seconds.observe(time.perf_counter() - begin)
-        return Opened(meta, state, meta.version, persistent=True)
+        return Opened(tenant, meta, state, meta.version, persistent=True)
 
     async def commit(
         self, opened: Opened, state: ModelState | None, *, counts: bool = True, **changes
@@ -152,7 +151,7 @@ class Service:
         try:
             # Shielded: a client that leaves mid-commit must not cut it between its Redis calls.
             committed = await asyncio.shield(
-                self.call_store(self.store.commit(TENANT, meta, opened.expected, blob))
+                self.call_store(self.store.commit(opened.tenant, meta, opened.expected, blob))
             )
         except VersionConflict as error:
             raise APIError(409, str(error), code="version_conflict") from error

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,3 +42,8 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(32768, ge=1, description="tokens a chat or completion request may add")
     max_ingest_tokens: int = Field(8_000_000, ge=1, description="tokens one document may have")
     session_list_limit: int = Field(100, ge=1, description="largest page of GET /v1/sessions")
+    api_keys_file: Path | None = Field(
+        None, description="lines 'TENANT SHA256HEX' (see `titans keys add`); re-read when it changes"
+    )
+    api_key: SecretStr | None = Field(None, description="one key for simple setups (tenant 'default')")
+    metrics_auth: bool = Field(False, description="ask for an API key on /metrics too")

@@ -1,10 +1,12 @@
-"""Liveness, readiness and Prometheus metrics: open to probes, no session data."""
+"""Liveness, readiness and Prometheus metrics: open to probes (metrics optionally not), no session data."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from titans_server.auth import bearer, tenant_of
 
 router = APIRouter()
 
@@ -26,6 +28,9 @@ async def ready(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics (``titans:`` prefix); behind an API key with ``--metrics-auth``."""
     service = request.app.state.service
+    if service.settings.metrics_auth:
+        await tenant_of(request, await bearer(request))
     service.metrics.cache_hits.set(service.store.cache.hits)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

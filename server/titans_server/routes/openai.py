@@ -9,11 +9,12 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from titans_server import transcript
+from titans_server.auth import Tenant, tenant_of
 from titans_server.errors import APIError, log
 from titans_server.schemas import SESSION_ID, ChatCompletionRequest, CompletionRequest, GenerationRequest
 from titans_server.service import Outcome, Service
@@ -30,7 +31,9 @@ def session_of(body: GenerationRequest, header: str | None) -> str | None:
     return body.session_id or header
 
 
-async def run_chat(service: Service, body: ChatCompletionRequest, session_id, on_text) -> Outcome:
+async def run_chat(
+    service: Service, body: ChatCompletionRequest, tenant: str, session_id, on_text
+) -> Outcome:
     tokenizer = service.tokenizer
     messages = [m.plain() for m in body.messages]
     params = service.sampling(body, [tokenizer.end_of_turn_id])
@@ -40,7 +43,7 @@ async def run_chat(service: Service, body: ChatCompletionRequest, session_id, on
         ended = bool(generated) and generated[-1] == tokenizer.end_of_turn_id
         return ([] if ended else [tokenizer.end_of_turn_id]) + newline
 
-    async with service.session(session_id, create=True) as opened:
+    async with service.session(tenant, session_id, create=True) as opened:
         fresh = service.unconsumed(opened, messages)
         prompt = tokenizer.encode_chat(fresh)
         job, text = await service.generate(opened, prompt, params, body, on_text, epilogue=close_turn)
@@ -57,10 +60,12 @@ async def run_chat(service: Service, body: ChatCompletionRequest, session_id, on
     )
 
 
-async def run_completion(service: Service, body: CompletionRequest, session_id, on_text) -> Outcome:
+async def run_completion(
+    service: Service, body: CompletionRequest, tenant: str, session_id, on_text
+) -> Outcome:
     tokenizer = service.tokenizer
     params = service.sampling(body, [tokenizer.end_of_text_id])
-    async with service.session(session_id, create=True) as opened:
+    async with service.session(tenant, session_id, create=True) as opened:
         prompt = tokenizer.encode(body.prompt)
         job, text = await service.generate(opened, prompt, params, body, on_text)
         meta = await service.commit(opened, job.state)
@@ -85,7 +90,7 @@ def session_headers(outcome: Outcome) -> dict[str, str]:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, x_session_id: str | None = Header(None)
+    body: ChatCompletionRequest, request: Request, tenant: Tenant, x_session_id: str | None = Header(None)
 ):
     service: Service = request.app.state.service
     session_id = session_of(body, x_session_id)
@@ -100,7 +105,7 @@ async def chat_completions(
 
         return stream_response(
             service,
-            lambda on_text: run_chat(service, body, session_id, on_text),
+            lambda on_text: run_chat(service, body, tenant, session_id, on_text),
             first=chunk({"role": "assistant", "content": ""}, None),
             delta=lambda text: chunk({"content": text}, None),
             last=lambda outcome: chunk({}, outcome.finish_reason),
@@ -110,7 +115,7 @@ async def chat_completions(
             if include_usage
             else None,
         )
-    outcome = await run_chat(service, body, session_id, None)
+    outcome = await run_chat(service, body, tenant, session_id, None)
     message = {"role": "assistant", "content": outcome.text}
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": outcome.finish_reason}
     result = {**base, "object": "chat.completion", "choices": [choice], "usage": usage(outcome)}
@@ -118,7 +123,9 @@ async def chat_completions(
 
 
 @router.post("/v1/completions")
-async def completions(body: CompletionRequest, request: Request, x_session_id: str | None = Header(None)):
+async def completions(
+    body: CompletionRequest, request: Request, tenant: Tenant, x_session_id: str | None = Header(None)
+):
     service: Service = request.app.state.service
     session_id = session_of(body, x_session_id)
     ident, created = "cmpl-" + secrets.token_hex(12), int(time.time())
@@ -131,18 +138,18 @@ async def completions(body: CompletionRequest, request: Request, x_session_id: s
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return stream_response(
             service,
-            lambda on_text: run_completion(service, body, session_id, on_text),
+            lambda on_text: run_completion(service, body, tenant, session_id, on_text),
             first=None,
             delta=lambda text: {**base, "choices": [choice(text, None)]},
             last=lambda outcome: {**base, "choices": [choice("", outcome.finish_reason)]},
             usage_chunk=(lambda o: {**base, "choices": [], "usage": usage(o)}) if include_usage else None,
         )
-    outcome = await run_completion(service, body, session_id, None)
+    outcome = await run_completion(service, body, tenant, session_id, None)
     result = {**base, "choices": [choice(outcome.text, outcome.finish_reason)], "usage": usage(outcome)}
     return JSONResponse(result, headers=session_headers(outcome))
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[Depends(tenant_of)])
 async def models(request: Request) -> dict:
     service: Service = request.app.state.service
     model = {

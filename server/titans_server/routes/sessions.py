@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from titans_core.state import to_bytes
+from titans_server.auth import Tenant
 from titans_server.errors import APIError, log
 from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork
-from titans_server.service import TENANT, Service, new_session_id
+from titans_server.service import Service, new_session_id
 from titans_server.store import SessionMeta
 
 router = APIRouter(prefix="/v1/sessions")
@@ -32,10 +33,10 @@ def checked(session_id: str) -> str:
 
 
 @router.post("", status_code=201)
-async def create_session(body: SessionCreate, request: Request) -> JSONResponse:
+async def create_session(body: SessionCreate, request: Request, tenant: Tenant) -> JSONResponse:
     service = service_of(request)
     session_id = body.id or new_session_id()
-    async with service.session(session_id, create=True, load_state=False) as opened:
+    async with service.session(tenant, session_id, create=True, load_state=False) as opened:
         if opened.expected != -1:
             raise APIError(409, f"session {session_id!r} already exists", param="id", code="session_exists")
         opened.meta.metadata, opened.meta.ttl_seconds = body.metadata, body.ttl_seconds or 0
@@ -45,36 +46,41 @@ async def create_session(body: SessionCreate, request: Request) -> JSONResponse:
 
 @router.get("")
 async def list_sessions(
-    request: Request, limit: int = Query(20, ge=1), after: str | None = Query(None, pattern=SESSION_ID)
+    request: Request,
+    tenant: Tenant,
+    limit: int = Query(20, ge=1),
+    after: str | None = Query(None, pattern=SESSION_ID),
 ) -> dict:
     service = service_of(request)
     limit = min(limit, service.settings.session_list_limit)
     try:
-        found, more, cursor = await service.call_store(service.store.list(TENANT, after, limit))
+        found, more, cursor = await service.call_store(service.store.list(tenant, after, limit))
     except KeyError as error:
         raise APIError(400, f"unknown cursor {after!r}: pass a last_id from a page", param="after") from error
     return {"object": "list", "data": [meta.public() for meta in found], "has_more": more, "last_id": cursor}
 
 
 @router.get("/{session_id}")
-async def get_session(session_id: str, request: Request) -> dict:
+async def get_session(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
-    meta = await service.call_store(service.store.get(TENANT, checked(session_id)))
+    meta = await service.call_store(service.store.get(tenant, checked(session_id)))
     if meta is None:
         raise APIError(404, f"no session {session_id!r}", code="session_not_found")
     return meta.public()
 
 
 @router.delete("/{session_id}")
-async def delete_session(session_id: str, request: Request) -> dict:
+async def delete_session(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
-    async with service.session(checked(session_id), create=False, load_state=False):
-        await service.call_store(service.store.delete(TENANT, session_id))
+    async with service.session(tenant, checked(session_id), create=False, load_state=False):
+        await service.call_store(service.store.delete(tenant, session_id))
     return {"id": session_id, "object": "session.deleted", "deleted": True}
 
 
 @router.post("/{session_id}/fork", status_code=201)
-async def fork_session(session_id: str, request: Request, body: SessionFork | None = None) -> JSONResponse:
+async def fork_session(
+    session_id: str, request: Request, tenant: Tenant, body: SessionFork | None = None
+) -> JSONResponse:
     service = service_of(request)
     target = (body.id if body else None) or new_session_id()
     if target == session_id:
@@ -85,7 +91,7 @@ async def fork_session(session_id: str, request: Request, body: SessionFork | No
         for name in sorted([checked(session_id), target]):
             source_side = name == session_id
             opened[name] = await held.enter_async_context(
-                service.session(name, create=not source_side, load_state=source_side)
+                service.session(tenant, name, create=not source_side, load_state=source_side)
             )
         source, copy = opened[session_id], opened[target]
         if copy.expected != -1:
@@ -98,17 +104,17 @@ async def fork_session(session_id: str, request: Request, body: SessionFork | No
 
 
 @router.post("/{session_id}/reset")
-async def reset_session(session_id: str, request: Request) -> dict:
+async def reset_session(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
-    async with service.session(checked(session_id), create=False, load_state=False) as opened:
+    async with service.session(tenant, checked(session_id), create=False, load_state=False) as opened:
         meta = await service.commit(opened, None, chain_hash="", chain_length=0)
     return meta.public()
 
 
 @router.get("/{session_id}/state")
-async def export_state(session_id: str, request: Request) -> Response:
+async def export_state(session_id: str, request: Request, tenant: Tenant) -> Response:
     service = service_of(request)
-    async with service.session(checked(session_id), create=False) as opened:
+    async with service.session(tenant, checked(session_id), create=False) as opened:
         state = opened.state or service.model.initial_state(1)
         meta = opened.meta
         data = to_bytes(state, {"session_id": meta.id, "session_version": str(meta.version)})
@@ -120,20 +126,20 @@ async def export_state(session_id: str, request: Request) -> Response:
 
 
 @router.put("/{session_id}/state")
-async def import_state(session_id: str, request: Request) -> dict:
+async def import_state(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
     state = service.parse_state(await request.body())
     if state.batch_size != 1:
         raise APIError(
             400, f"a session state has a batch of 1, this one {state.batch_size}", code="invalid_state"
         )
-    async with service.session(checked(session_id), create=True, load_state=False) as opened:
+    async with service.session(tenant, checked(session_id), create=True, load_state=False) as opened:
         meta = await service.commit(opened, state, chain_hash="", chain_length=0)
     return meta.public()
 
 
 @router.post("/{session_id}/ingest")
-async def ingest(session_id: str, request: Request, stream: bool = False):
+async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool = False):
     service = service_of(request)
     text = await document_of(request)
     tokens = await asyncio.to_thread(service.tokenizer.encode, text)  # megabytes: off the event loop
@@ -146,7 +152,7 @@ async def ingest(session_id: str, request: Request, stream: bool = False):
     checked(session_id)
 
     async def work(on_progress) -> dict:
-        async with service.session(session_id, create=True) as opened:
+        async with service.session(tenant, session_id, create=True) as opened:
             begin = time.perf_counter()
             job = await service.ingest(opened, tokens, on_progress)
             seconds = time.perf_counter() - begin

@@ -1,0 +1,118 @@
+"""API keys: ``Authorization: Bearer KEY`` names a tenant; no keys configured, the server is open.
+
+Only SHA-256 digests of keys are kept (the keys file holds ``TENANT SHA256HEX`` lines), and a
+presented key is compared against every digest with :func:`hmac.compare_digest`, so neither the
+answer nor its timing tells which key came close. The file is re-read when it changes, so keys
+rotate without a restart: add the new key, move clients over, delete the old line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from titans_server.errors import APIError
+
+log = logging.getLogger("titans_server")
+
+OPEN_TENANT = "default"  # the tenant of an open server and of the single TITANS_API_KEY
+TENANT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh random key: 256 bits, URL-safe."""
+    return "tsk-" + secrets.token_urlsafe(32)
+
+
+def parse_keys(text: str, source: str = "keys file") -> list[tuple[str, bytes]]:
+    """``(tenant, digest)`` pairs of a keys file; a bad line raises ValueError naming it."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not TENANT_NAME.match(parts[0]) or not re.fullmatch(r"[0-9a-f]{64}", parts[1]):
+            raise ValueError(
+                f"{source} line {number}: expected 'TENANT SHA256HEX' (tenant: 1-64 letters, digits or ._-)"
+            )
+        keys.append((parts[0], bytes.fromhex(parts[1])))
+    return keys
+
+
+class Keyring:
+    """The keys the server accepts; empty means open."""
+
+    def __init__(self, keys_file: Path | None, single_key: str | None):
+        self.keys_file, self._single = keys_file, single_key
+        self._stamp: tuple[int, int] | None = None
+        self._keys: list[tuple[str, bytes]] = []
+        self._refresh(strict=True)
+
+    @property
+    def open(self) -> bool:
+        return self.keys_file is None and self._single is None
+
+    def tenant(self, key: str) -> str | None:
+        """The tenant whose key this is (None: no such key), in time independent of which matched."""
+        self._refresh(strict=False)
+        digest = hashlib.sha256(key.encode()).digest()
+        found = None
+        for tenant, known in self._keys:
+            if hmac.compare_digest(known, digest):
+                found = tenant
+        return found
+
+    def _refresh(self, strict: bool) -> None:
+        """Re-read the keys file if it changed; a broken edit keeps the last good keys (logged)."""
+        keys = [] if self._single is None else [(OPEN_TENANT, hashlib.sha256(self._single.encode()).digest())]
+        if self.keys_file is None:
+            self._keys = keys
+            return
+        try:
+            status = self.keys_file.stat()
+            if (status.st_mtime_ns, status.st_size) == self._stamp:
+                return
+            keys += parse_keys(self.keys_file.read_text(), str(self.keys_file))
+        except (OSError, ValueError) as error:
+            if strict:
+                raise ValueError(f"cannot read the API keys: {error}") from error
+            log.error("keeping the previous API keys: %s", error)
+            return
+        self._keys, self._stamp = keys, (status.st_mtime_ns, status.st_size)
+
+
+bearer = HTTPBearer(auto_error=False, description="an API key (`titans keys add`)")
+
+
+async def tenant_of(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    """The caller's tenant; 401 without a valid key when the server has keys."""
+    keyring: Keyring = request.app.state.keyring
+    if keyring.open:
+        return OPEN_TENANT
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise APIError(
+            401, "send an API key: Authorization: Bearer KEY", code="missing_api_key", headers=challenge
+        )
+    tenant = keyring.tenant(credentials.credentials)
+    if tenant is None:
+        raise APIError(401, "the API key is not valid", code="invalid_api_key", headers=challenge)
+    return tenant
+
+
+Tenant = Annotated[str, Depends(tenant_of)]
