@@ -11,8 +11,9 @@ from titans_server.app import create_app
 from titans_server.settings import Settings
 
 
-def main() -> None:
-    settings = CliApp.run(Settings)
+def main(args: list[str] | None = None) -> None:
+    """Serve with ``args`` (None: the command line's)."""
+    settings = CliApp.run(Settings, cli_args=args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 

@@ -1,0 +1,81 @@
+"""What the API returns, as typed objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _known(cls, data: dict) -> dict:
+    """The fields of ``cls`` found in ``data``: newer servers may add fields, older SDKs ignore them."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+@dataclass(frozen=True)
+class Session:
+    """A session: its memory has seen ``tokens_seen`` tokens over ``version`` committed requests."""
+
+    id: str
+    model: str
+    tokens_seen: int
+    version: int
+    created_at: int
+    updated_at: int
+    state_bytes: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    ttl_seconds: int | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> Session:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True)
+class SessionPage:
+    """One page of sessions; pass ``last_id`` as ``after`` for the next while ``has_more``."""
+
+    data: list[Session]
+    has_more: bool
+    last_id: str | None
+
+    @classmethod
+    def from_json(cls, data: dict) -> SessionPage:
+        return cls([Session.from_json(s) for s in data["data"]], data["has_more"], data.get("last_id"))
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    tokens_done: int
+    tokens_total: int
+    tokens_per_second: float
+
+    @classmethod
+    def from_json(cls, data: dict) -> IngestProgress:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """A document in the session's memory; ``mean_surprise`` is its mean next-token loss (nats)."""
+
+    session_id: str
+    tokens_ingested: int
+    version: int
+    seconds: float
+    tokens_per_second: float | None
+    mean_surprise: float | None
+
+    @classmethod
+    def from_json(cls, data: dict) -> IngestResult:
+        return cls(**_known(cls, data))
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    created: int
+    owned_by: str
+
+    @classmethod
+    def from_json(cls, data: dict) -> Model:
+        return cls(**_known(cls, data))
