@@ -39,10 +39,17 @@ def free_port() -> int:
 
 
 class Server:
-    """``titans-server --model tiny-random`` exactly as a user starts it, in its own process."""
+    """``titans-server --model tiny-random`` exactly as a user starts it, in its own process.
 
-    def __init__(self, data_dir: Path, *args: str):
+    ``command`` and ``env`` replace the command line and the whole environment (the container's
+    command, configured by its variables); such a command is told its port by ``TITANS_PORT``.
+    """
+
+    def __init__(
+        self, data_dir: Path, *args: str, command: list[str] | None = None, env: dict[str, str] | None = None
+    ):
         self.data_dir, self.args = data_dir, args
+        self.command, self.env = command, env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -50,8 +57,11 @@ class Server:
     def start(self, timeout: float = 60.0) -> Server:
         command = [sys.executable, "-m", "titans_server", "--model", "tiny-random"]
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir), *self.args]
+        env = {**os.environ} if self.env is None else {**self.env}
+        if self.command is not None:
+            command, env["TITANS_PORT"] = self.command, str(self.port)
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -79,11 +89,12 @@ def server(tmp_path_factory) -> Server:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """``start_server(data_dir, *flags)``: another server process, stopped after the test."""
+    """``start_server(data_dir, *flags, command=..., env=...)``: another server process (see
+    ``Server``), stopped after the test."""
     started: list[Server] = []
 
-    def start(data_dir: Path | None = None, *args: str) -> Server:
-        started.append(Server(data_dir or tmp_path / "data", *args).start())
+    def start(data_dir: Path | None = None, *args: str, **options) -> Server:
+        started.append(Server(data_dir or tmp_path / "data", *args, **options).start())
         return started[-1]
 
     yield start

@@ -16,6 +16,7 @@ from titans_core.model import PRESETS
 from titans_server.auth import Keyring
 from titans_server.engine import Engine
 from titans_server.errors import install_error_handlers
+from titans_server.limits import BodyLimit
 from titans_server.metrics import Metrics
 from titans_server.routes import health, openai, sessions
 from titans_server.service import Service
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Titans Serve", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, settings=settings)
     for module in (openai, sessions, health):
         app.include_router(module.router)
     return app

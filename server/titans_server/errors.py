@@ -20,6 +20,7 @@ ERROR_TYPES = {
     422: "state_mismatch_error",
     429: "rate_limit_error",
     503: "service_unavailable",
+    504: "timeout_error",
 }
 
 

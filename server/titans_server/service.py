@@ -115,6 +115,11 @@ class Service:
                 raise APIError(
                     404, f"no session {session_id!r}", param="session_id", code="session_not_found"
                 )
+            limit = self.settings.max_sessions_per_tenant
+            if await self.call_store(self.store.count(tenant)) >= limit:
+                raise APIError(
+                    429, f"this API key holds {limit} sessions, the most it may", code="too_many_sessions"
+                )
             return Opened(tenant, SessionMeta(id=session_id, model=self.model_id), None, -1, persistent=True)
         meta, blob = loaded
         state = None
@@ -226,12 +231,17 @@ class Service:
         return job
 
     async def _run(self, job: Job, what: str) -> None:
-        """Run ``job`` on the engine: 429 when it is full, 500 if the job failed."""
+        """Run ``job`` on the engine: 429 when it is full, 504 past the timeout, 500 if the job failed."""
+        timeout = self.settings.request_timeout or None
         try:
             with self.metrics.running.track_inprogress():
-                await self.engine.run(job)
+                await asyncio.wait_for(self.engine.run(job), timeout)
         except EngineOverloaded as error:
             raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
+        except asyncio.TimeoutError as error:  # not yet the builtin TimeoutError on Python 3.10
+            raise APIError(
+                504, f"the {what} ran past {timeout:g} s and was cancelled", code="timeout"
+            ) from error
         if job.error is not None:
             raise APIError(500, f"{what} failed: {job.error}", code="engine_error")
 

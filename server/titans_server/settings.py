@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     max_prompt_tokens: int = Field(32768, ge=1, description="tokens a chat or completion request may add")
     max_ingest_tokens: int = Field(8_000_000, ge=1, description="tokens one document may have")
     session_list_limit: int = Field(100, ge=1, description="largest page of GET /v1/sessions")
+    max_request_bytes: int = Field(4 << 20, ge=1024, description="largest JSON request body (bytes)")
+    max_ingest_bytes: int = Field(
+        64 << 20, ge=1024, description="largest document upload or imported state (bytes)"
+    )
+    max_sessions_per_tenant: int = Field(100_000, ge=1, description="sessions one API key's tenant may hold")
+    request_timeout: float = Field(
+        3600.0, ge=0, description="seconds a request may run on the model before it is cancelled (0: none)"
+    )
     api_keys_file: Path | None = Field(
         None, description="lines 'TENANT SHA256HEX' (see `titans keys add`); re-read when it changes"
     )

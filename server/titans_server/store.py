@@ -263,6 +263,10 @@ class SessionStore:
         await self._call(self.redis.zrem(f"titans:{{{tenant}}}:sessions", session))
         return removed > 0
 
+    async def count(self, tenant: str) -> int:
+        """The tenant's sessions (those expired by a TTL count until a listing passes them)."""
+        return await self._call(self.redis.zcard(f"titans:{{{tenant}}}:sessions"))
+
     async def list(
         self, tenant: str, after: str | None, limit: int
     ) -> tuple[list[SessionMeta], bool, str | None]:

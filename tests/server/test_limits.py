@@ -1,0 +1,80 @@
+"""Limits: body sizes (413), sessions per tenant (429), and time on the model (504); all in OpenAI's shape."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+@pytest.fixture
+def limited(start_server, tmp_path):
+    server = start_server(
+        tmp_path / "data",
+        "--max-request-bytes",
+        "2048",
+        "--max-ingest-bytes",
+        "8192",
+        "--max-sessions-per-tenant",
+        "2",
+        "--request-timeout",
+        "2",
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+def chunked(data: bytes):
+    """A body without Content-Length: it must be counted as it arrives."""
+    for start in range(0, len(data), 1000):
+        yield data[start : start + 1000]
+
+
+def too_large(response: httpx.Response, flag: str) -> bool:
+    error = response.json()["error"]
+    return response.status_code == 413 and error["type"] == "request_too_large" and flag in error["message"]
+
+
+def test_bodies_over_their_limit_are_413(limited):
+    long_chat = {"messages": [{"role": "user", "content": "x" * 3000}], "max_tokens": 1}
+    assert too_large(limited.post("/v1/chat/completions", json=long_chat), "--max-request-bytes")
+    body = httpx.Request("POST", "/", json=long_chat).content
+    streamed = limited.post(
+        "/v1/chat/completions", content=chunked(body), headers={"content-type": "application/json"}
+    )
+    assert too_large(streamed, "--max-request-bytes")
+
+    # Uploads have their own, larger limit.
+    assert limited.post("/v1/sessions/doc/ingest", content="y" * 5000).status_code == 200
+    assert too_large(limited.post("/v1/sessions/doc/ingest", content="y" * 9000), "--max-ingest-bytes")
+    assert too_large(
+        limited.post("/v1/sessions/doc/ingest", content=chunked(b"y" * 9000)), "--max-ingest-bytes"
+    )
+    assert too_large(limited.put("/v1/sessions/doc/state", content=b"\0" * 9000), "--max-ingest-bytes")
+    assert limited.get("/v1/sessions/doc").json()["version"] == 1
+
+
+def test_a_tenant_holds_a_bounded_number_of_sessions(limited):
+    assert limited.post("/v1/sessions", json={"id": "one"}).status_code == 201
+    assert limited.post(
+        "/v1/completions", json={"prompt": "a", "max_tokens": 1, "session_id": "two"}
+    ).is_success
+    for refused in (
+        limited.post("/v1/sessions", json={"id": "three"}),
+        limited.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "session_id": "three"}),
+    ):
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_sessions"
+    assert limited.post(
+        "/v1/completions", json={"prompt": "b", "max_tokens": 1, "session_id": "two"}
+    ).is_success
+    assert limited.delete("/v1/sessions/one").is_success
+    assert limited.post("/v1/sessions", json={"id": "three"}).status_code == 201
+
+
+def test_a_request_past_the_timeout_is_cancelled_and_nothing_is_committed(limited):
+    assert limited.post("/v1/sessions", json={"id": "slow"}).status_code == 201
+    endless = {"prompt": "a", "max_tokens": 512, "min_tokens": 512, "ignore_eos": True, "session_id": "slow"}
+    answer = limited.post("/v1/completions", json=endless)
+    assert answer.status_code == 504 and answer.json()["error"]["code"] == "timeout"
+    assert limited.get("/v1/sessions/slow").json()["version"] == 0
+    quick = limited.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "session_id": "slow"})
+    assert quick.is_success and limited.get("/v1/sessions/slow").json()["version"] == 1
