@@ -1,0 +1,27 @@
+"""``titans``: the command line of Titans Serve (server, chat, ingestion, sessions, training)."""
+
+from __future__ import annotations
+
+import typer
+
+from titans_client.cli import admin, conversation, evaluate, sessions
+from titans_client.cli.train import train
+
+app = typer.Typer(
+    name="titans",
+    help="Titans Serve: language models whose sessions keep learning at test time.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+)(admin.serve)
+app.command()(conversation.chat)
+app.command()(conversation.ingest)
+app.add_typer(sessions.app, name="sessions")
+app.command()(admin.models)
+app.add_typer(admin.keys, name="keys")
+app.add_typer(evaluate.app, name="eval")
+app.command()(train)

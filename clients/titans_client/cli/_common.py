@@ -1,0 +1,41 @@
+"""What every client command shares: the connection options, the console, and errors as messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from titans_client import TitansClient, TitansError
+
+console = Console()
+errors = Console(stderr=True)
+
+BaseUrl = Annotated[str, typer.Option(envvar="TITANS_BASE_URL", help="the server", show_default=True)]
+ApiKey = Annotated[str | None, typer.Option(envvar="TITANS_API_KEY", help="an API key of the server")]
+TIMEOUT = 3600.0  # seconds; long documents take long
+
+
+@contextmanager
+def connect(base_url: str, api_key: str | None) -> Iterator[TitansClient]:
+    """A client for the server; an API error becomes a red line on stderr and exit code 1."""
+    try:
+        with TitansClient(base_url, api_key=api_key, timeout=TIMEOUT) as client:
+            yield client
+    except TitansError as error:
+        errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        raise typer.Exit(1) from error
+
+
+def print_json(value: object) -> None:
+    """Dataclasses and lists of them as JSON on stdout, for scripts."""
+    if isinstance(value, list):
+        value = [asdict(item) for item in value]
+    elif hasattr(value, "__dataclass_fields__"):
+        value = asdict(value)
+    console.out(json.dumps(value, indent=2), highlight=False)

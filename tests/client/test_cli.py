@@ -1,0 +1,106 @@
+"""The ``titans`` command, run as users run it (the installed console script) against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+TITANS = str(Path(sys.executable).parent / "titans")
+
+
+def titans(
+    *args: str, server=None, stdin: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    where = {"TITANS_BASE_URL": server.url} if server is not None else {}
+    return subprocess.run(
+        [TITANS, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", **where, **(env or {})},
+    )
+
+
+def fresh_id(prefix: str) -> str:
+    return f"{prefix}-{os.urandom(4).hex()}"
+
+
+def test_chat_once_and_interactively(server):
+    name = fresh_id("cli-chat")
+    once = titans("chat", "-s", name, "-m", "hello", "--temperature", "0", "--max-tokens", "6", server=server)
+    assert once.returncode == 0, once.stderr
+    assert once.stdout.strip()
+    turns = titans(
+        "chat", "--session", name, "--max-tokens", "4", stdin="again\nand again\n\n", server=server
+    )
+    assert turns.returncode == 0, turns.stderr
+    assert httpx.get(f"{server.url}/v1/sessions/{name}").json()["version"] == 3
+
+
+def test_ingest_files_with_a_progress_report(server, tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("alpha " * 500)
+    second.write_text("beta " * 100)
+    name = fresh_id("cli-ingest")
+    done = titans("ingest", str(first), str(second), "--session", name, server=server)
+    assert done.returncode == 0, done.stderr
+    assert "3,000 tokens" in done.stderr and "500 tokens" in done.stderr
+    session = httpx.get(f"{server.url}/v1/sessions/{name}").json()
+    assert (session["version"], session["tokens_seen"]) == (2, 3500)
+
+
+def test_sessions_commands(server, tmp_path):
+    name = fresh_id("cli-sess")
+    assert titans("chat", "-s", name, "-m", "remember", "--max-tokens", "3", server=server).returncode == 0
+    shown = json.loads(titans("sessions", "show", name, "--json", server=server).stdout)
+    assert shown["id"] == name and shown["version"] == 1
+    listed = json.loads(titans("sessions", "ls", "--limit", "100", "--json", server=server).stdout)
+    assert name in [s["id"] for s in listed["data"]]
+    assert name in titans("sessions", "ls", "--limit", "100", server=server).stdout  # the table
+
+    state = tmp_path / "state.safetensors"
+    assert titans("sessions", "export", name, str(state), server=server).returncode == 0
+    assert titans("sessions", "fork", name, name + "-fork", server=server).returncode == 0
+    assert titans("sessions", "reset", name, server=server).returncode == 0
+    assert json.loads(titans("sessions", "show", name, "--json", server=server).stdout)["tokens_seen"] == 0
+    assert titans("sessions", "import", name, str(state), server=server).returncode == 0
+    restored = json.loads(titans("sessions", "show", name, "--json", server=server).stdout)
+    assert restored["tokens_seen"] == shown["tokens_seen"]
+    assert titans("sessions", "rm", name, server=server).returncode == 0
+
+    gone = titans("sessions", "show", name, server=server)
+    assert gone.returncode == 1 and "404" in gone.stderr and "no session" in gone.stderr
+
+
+def test_models_and_the_base_url_flag(server):
+    listed = titans("models", "--base-url", server.url)
+    assert listed.returncode == 0 and listed.stdout.strip() == "tiny-random"
+    nowhere = titans("models", "--base-url", "http://127.0.0.1:9")
+    assert nowhere.returncode == 1 and "failed" in nowhere.stderr
+
+
+def test_keys_add_makes_a_key_the_server_accepts(start_server, tmp_path):
+    keys_file = tmp_path / "keys"
+    made = titans("keys", "add", "acme", "--file", str(keys_file))
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert keys_file.read_text().startswith("acme ") and key not in keys_file.read_text()
+    assert oct(keys_file.stat().st_mode & 0o777) == "0o600"
+    assert titans("keys", "add", "bad:name", "--file", str(keys_file)).returncode == 2
+
+    server = start_server(tmp_path / "data", "--api-keys-file", str(keys_file))
+    assert titans("models", server=server).returncode == 1
+    assert titans("models", server=server, env={"TITANS_API_KEY": key}).returncode == 0
+    assert titans("models", "--api-key", key, server=server).returncode == 0
+
+
+def test_serve_runs_the_server(start_server, tmp_path):
+    data = tmp_path / "data"
+    served = start_server(data, command=[TITANS, "serve", "--model", "tiny-random", "--data-dir", str(data)])
+    assert titans("models", server=served).stdout.strip() == "tiny-random"
