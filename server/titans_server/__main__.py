@@ -15,7 +15,13 @@ def main(args: list[str] | None = None) -> None:
     """Serve with ``args`` (None: the command line's)."""
     settings = CliApp.run(Settings, cli_args=args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+    )
 
 
 if __name__ == "__main__":

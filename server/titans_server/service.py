@@ -238,6 +238,12 @@ class Service:
                 await asyncio.wait_for(self.engine.run(job), timeout)
         except EngineOverloaded as error:
             raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
+        except asyncio.CancelledError:
+            # Cancelled by a shutdown past its deadline (or a client that left): the job stopped and
+            # nothing was committed. Whoever still listens gets 503, not a cut connection.
+            raise APIError(
+                503, "the server is shutting down; nothing was committed", code="shutting_down"
+            ) from None
         except asyncio.TimeoutError as error:  # not yet the builtin TimeoutError on Python 3.10
             raise APIError(
                 504, f"the {what} ran past {timeout:g} s and was cancelled", code="timeout"

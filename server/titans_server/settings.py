@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         64 << 20, ge=1024, description="largest document upload or imported state (bytes)"
     )
     max_sessions_per_tenant: int = Field(100_000, ge=1, description="sessions one API key's tenant may hold")
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="seconds SIGTERM waits for requests in flight before cancelling them"
+    )
     request_timeout: float = Field(
         3600.0, ge=0, description="seconds a request may run on the model before it is cancelled (0: none)"
     )

