@@ -58,6 +58,7 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | 
         cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
         # Drop a token when the ones before it already reach top_p (the first always stays).
         drop = (cumulative - ordered.softmax(dim=-1)) >= params.top_p
+        drop[..., 0] = False  # also when top_p rounds to 0 in float32 (a denormal like 5e-324)
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 

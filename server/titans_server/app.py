@@ -15,10 +15,11 @@ from titans_core import TitansLM
 from titans_core.model import PRESETS
 from titans_server.auth import Keyring
 from titans_server.engine import Engine
-from titans_server.errors import install_error_handlers
+from titans_server.errors import ERROR_RESPONSES, install_error_handlers
 from titans_server.limits import BodyLimit
 from titans_server.metrics import Metrics
 from titans_server.routes import health, openai, sessions
+from titans_server.schemas import ErrorBody
 from titans_server.service import Service
 from titans_server.settings import Settings
 from titans_server.store import CLIENT_TIMEOUTS, EmbeddedRedis, SessionStore
@@ -83,7 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
             )
             yield
 
-    app = FastAPI(title="Titans Serve", version="0.1.0", lifespan=lifespan)
+    errors = {status: {**about, "model": ErrorBody} for status, about in ERROR_RESPONSES.items()}
+    app = FastAPI(title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, settings=settings)
     for module in (openai, sessions, health):

@@ -22,6 +22,9 @@ ERROR_TYPES = {
     503: "service_unavailable",
     504: "timeout_error",
 }
+ERROR_RESPONSES = {
+    status: {"description": kind} for status, kind in {**ERROR_TYPES, 500: "server_error"}.items()
+}
 
 
 class APIError(Exception):

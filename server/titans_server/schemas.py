@@ -83,3 +83,16 @@ class SessionFork(BaseModel):
 
 class IngestText(BaseModel):
     text: str = Field(min_length=1)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, in OpenAI's shape (documented for every route in the OpenAPI schema)."""
+
+    error: ErrorDetail

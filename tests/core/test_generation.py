@@ -67,6 +67,7 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
     greedy = logits.argmax(-1)
     assert torch.equal(sample(logits, SamplingParams(top_k=1)), greedy)
     assert torch.equal(sample(logits, SamplingParams(top_p=1e-6)), greedy)
+    assert torch.equal(sample(logits, SamplingParams(top_p=5e-324)), greedy)  # 0.0 in float32
 
 
 def test_top_k_and_top_p_only_ever_pick_the_allowed_tokens():

@@ -26,7 +26,7 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if store else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (``titans:`` prefix); behind an API key with ``--metrics-auth``."""
     service = request.app.state.service

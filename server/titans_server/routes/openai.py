@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
+from titans_core import SamplingParams
 from titans_server import transcript
 from titans_server.auth import Tenant, tenant_of
 from titans_server.errors import APIError, log
@@ -20,6 +21,7 @@ from titans_server.schemas import SESSION_ID, ChatCompletionRequest, CompletionR
 from titans_server.service import Outcome, Service
 
 router = APIRouter()
+STREAMS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}}  # SSE with stream=true
 
 
 def session_of(body: GenerationRequest, header: str | None) -> str | None:
@@ -32,11 +34,10 @@ def session_of(body: GenerationRequest, header: str | None) -> str | None:
 
 
 async def run_chat(
-    service: Service, body: ChatCompletionRequest, tenant: str, session_id, on_text
+    service: Service, body: ChatCompletionRequest, params: SamplingParams, tenant: str, session_id, on_text
 ) -> Outcome:
     tokenizer = service.tokenizer
     messages = [m.plain() for m in body.messages]
-    params = service.sampling(body, [tokenizer.end_of_turn_id])
     newline = tokenizer.encode("\n")
 
     def close_turn(generated: list[int]) -> list[int]:
@@ -61,10 +62,9 @@ async def run_chat(
 
 
 async def run_completion(
-    service: Service, body: CompletionRequest, tenant: str, session_id, on_text
+    service: Service, body: CompletionRequest, params: SamplingParams, tenant: str, session_id, on_text
 ) -> Outcome:
     tokenizer = service.tokenizer
-    params = service.sampling(body, [tokenizer.end_of_text_id])
     async with service.session(tenant, session_id, create=True) as opened:
         prompt = tokenizer.encode(body.prompt)
         job, text = await service.generate(opened, prompt, params, body, on_text)
@@ -88,12 +88,13 @@ def session_headers(outcome: Outcome) -> dict[str, str]:
     return {"X-Session-Id": outcome.session.id, "X-Session-Version": str(outcome.session.version)}
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=STREAMS)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, tenant: Tenant, x_session_id: str | None = Header(None)
 ):
     service: Service = request.app.state.service
     session_id = session_of(body, x_session_id)
+    params = service.sampling(body, [service.tokenizer.end_of_turn_id])  # a bad value is 400, not mid-stream
     ident, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
     base = {"id": ident, "created": created, "model": service.model_id}
     if body.stream:
@@ -105,7 +106,7 @@ async def chat_completions(
 
         return stream_response(
             service,
-            lambda on_text: run_chat(service, body, tenant, session_id, on_text),
+            lambda on_text: run_chat(service, body, params, tenant, session_id, on_text),
             first=chunk({"role": "assistant", "content": ""}, None),
             delta=lambda text: chunk({"content": text}, None),
             last=lambda outcome: chunk({}, outcome.finish_reason),
@@ -115,19 +116,20 @@ async def chat_completions(
             if include_usage
             else None,
         )
-    outcome = await run_chat(service, body, tenant, session_id, None)
+    outcome = await run_chat(service, body, params, tenant, session_id, None)
     message = {"role": "assistant", "content": outcome.text}
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": outcome.finish_reason}
     result = {**base, "object": "chat.completion", "choices": [choice], "usage": usage(outcome)}
     return JSONResponse(result, headers=session_headers(outcome))
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=STREAMS)
 async def completions(
     body: CompletionRequest, request: Request, tenant: Tenant, x_session_id: str | None = Header(None)
 ):
     service: Service = request.app.state.service
     session_id = session_of(body, x_session_id)
+    params = service.sampling(body, [service.tokenizer.end_of_text_id])
     ident, created = "cmpl-" + secrets.token_hex(12), int(time.time())
     base = {"id": ident, "created": created, "model": service.model_id, "object": "text_completion"}
 
@@ -138,13 +140,13 @@ async def completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return stream_response(
             service,
-            lambda on_text: run_completion(service, body, tenant, session_id, on_text),
+            lambda on_text: run_completion(service, body, params, tenant, session_id, on_text),
             first=None,
             delta=lambda text: {**base, "choices": [choice(text, None)]},
             last=lambda outcome: {**base, "choices": [choice("", outcome.finish_reason)]},
             usage_chunk=(lambda o: {**base, "choices": [], "usage": usage(o)}) if include_usage else None,
         )
-    outcome = await run_completion(service, body, tenant, session_id, None)
+    outcome = await run_completion(service, body, params, tenant, session_id, None)
     result = {**base, "choices": [choice(outcome.text, outcome.finish_reason)], "usage": usage(outcome)}
     return JSONResponse(result, headers=session_headers(outcome))
 

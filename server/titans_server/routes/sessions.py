@@ -15,6 +15,7 @@ from sse_starlette.sse import EventSourceResponse
 from titans_core.state import to_bytes
 from titans_server.auth import Tenant
 from titans_server.errors import APIError, log
+from titans_server.routes.openai import STREAMS
 from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork
 from titans_server.service import Service, new_session_id
 from titans_server.store import SessionMeta
@@ -111,7 +112,11 @@ async def reset_session(session_id: str, request: Request, tenant: Tenant) -> di
     return meta.public()
 
 
-@router.get("/{session_id}/state")
+@router.get(
+    "/{session_id}/state",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
 async def export_state(session_id: str, request: Request, tenant: Tenant) -> Response:
     service = service_of(request)
     async with service.session(tenant, checked(session_id), create=False) as opened:
@@ -138,7 +143,7 @@ async def import_state(session_id: str, request: Request, tenant: Tenant) -> dic
     return meta.public()
 
 
-@router.post("/{session_id}/ingest")
+@router.post("/{session_id}/ingest", responses=STREAMS)
 async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool = False):
     service = service_of(request)
     text = await document_of(request)
