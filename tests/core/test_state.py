@@ -170,3 +170,29 @@ def test_fresh_states_do_not_alias_the_parameters(model):
     weights = state.layers[0].memory.weights[0]
     parameter = model.layers[0].memory.initial_weights[0]
     assert weights.untyped_storage().data_ptr() != parameter.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_state_bytes_are_plain_safetensors(model, dtype):
+    """Our one-copy writer writes the format safetensors reads (names, shapes, dtypes, values, metadata)."""
+    state = consume(model, 37)[1].map(lambda t: t.to(dtype))
+    data = to_bytes(state, {"note": "hi"})
+    loaded = load(data)
+    assert loaded.keys() == state.named_tensors().keys()
+    for name, tensor in state.named_tensors().items():
+        assert loaded[name].dtype == dtype and torch.equal(loaded[name], tensor)
+    assert read_metadata(data)["note"] == "hi" and read_metadata(data)["position"] == "37"
+    assert from_bytes(data, model.config, dtype=dtype).position == 37
+
+
+def test_huge_finite_values_load_and_a_single_nan_does_not(model):
+    """Finiteness is checked by a sum first: an overflowing sum must not reject finite values."""
+    _, state = consume(model, 20)
+    huge = state.map(lambda t: torch.full_like(t, 3e38))
+    assert from_bytes(to_bytes(huge), model.config).position == 20
+    tensors = dict(load(to_bytes(state)))
+    name = max(tensors, key=lambda k: tensors[k].numel())
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[-1] = float("nan")
+    with pytest.raises(ValueError, match=f"{name} holds non-finite"):
+        from_bytes(save(tensors, metadata=read_metadata(to_bytes(state))), model.config)
