@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from titans_client.cli import admin, conversation, evaluate, sessions
+from titans_client.cli import admin, conversation, data, evaluate, sessions
 from titans_client.cli.train import train
 
 app = typer.Typer(
@@ -24,4 +24,5 @@ app.add_typer(sessions.app, name="sessions")
 app.command()(admin.models)
 app.add_typer(admin.keys, name="keys")
 app.add_typer(evaluate.app, name="eval")
+app.add_typer(data.app, name="data")
 app.command()(train)

