@@ -132,6 +132,7 @@ def ingest_direct(model_name: str, text: str) -> float:
 def store_latency(model_name: str, repeats: int = 50) -> dict:
     """Commit and load of one session's state through a real (embedded) Redis, serialisation included."""
     import torch
+    from safetensors.torch import save
 
     from titans_core import TitansLM
     from titans_core.state import from_bytes, to_bytes
@@ -140,7 +141,24 @@ def store_latency(model_name: str, repeats: int = 50) -> dict:
     model = TitansLM.from_pretrained(model_name).eval()
     with torch.inference_mode():
         _, state = model(torch.randint(0, model.config.vocab_size, (1, 300)), logits="none")
-    results: dict[str, list[float]] = {"save": [], "load": []}
+    results: dict[str, list[float]] = {
+        "save": [],
+        "load": [],
+        "serialize": [],
+        "parse": [],
+        "safetensors_save": [],
+    }
+    own = {name: t.clone(memory_format=torch.contiguous_format) for name, t in state.named_tensors().items()}
+    blob = to_bytes(state)
+    for _ in range(repeats):  # the codec alone, and safetensors' own writer on the same tensors
+        for kind, work in [
+            ("serialize", lambda: to_bytes(state)),
+            ("parse", lambda: from_bytes(blob, model.config)),
+            ("safetensors_save", lambda: save(own)),
+        ]:
+            start = time.perf_counter()
+            work()
+            results[kind].append(time.perf_counter() - start)
 
     async def run() -> None:
         with tempfile.TemporaryDirectory() as directory:
@@ -220,7 +238,9 @@ def report(results: dict) -> str:
             f"state of {store['state_bytes'] / 1e6:.2f} MB through Redis: "
             f"save p50 {store['save_p50_ms']:.1f} ms "
             f"(p99 {store['save_p99_ms']:.1f}), load p50 {store['load_p50_ms']:.1f} ms "
-            f"(p99 {store['load_p99_ms']:.1f})",
+            f"(p99 {store['load_p99_ms']:.1f}); of which to_bytes p50 {store['serialize_p50_ms']:.1f} ms "
+            f"(safetensors.torch.save {store['safetensors_save_p50_ms']:.1f}), "
+            f"from_bytes p50 {store['parse_p50_ms']:.1f} ms",
             "",
         ]
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from titans_core.state import ModelState, state_shapes
 from titans_core.tokenizer import TOKENIZER_FILE, Tokenizer
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+SHIPPED = Path(__file__).parent / "pretrained"  # trained checkpoints inside the package, by name
 
 # Named models that need no files. tiny-random is for tests and development: seeded random weights.
 PRESETS: dict[str, tuple[TitansConfig, int]] = {
@@ -194,7 +195,10 @@ class TitansLM(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path) -> TitansLM:
-        """A preset by name (``tiny-random``) or a directory written by :meth:`save_pretrained`."""
+        """A preset (``tiny-random``), a shipped checkpoint (``default``, see :data:`SHIPPED`), or a
+        directory written by :meth:`save_pretrained`."""
+        if (SHIPPED / str(name_or_path) / CONFIG_FILE).is_file():
+            name_or_path = SHIPPED / str(name_or_path)
         if str(name_or_path) in PRESETS:
             config, seed = PRESETS[str(name_or_path)]
             with torch.random.fork_rng(devices=[]):

@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from titans_core import TitansLM
-from titans_core.model import PRESETS
+from titans_core.model import PRESETS, SHIPPED
 from titans_server.auth import Keyring
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
@@ -29,16 +29,16 @@ log = logging.getLogger("titans_server")
 
 def load_model(name: str, device: str) -> tuple[TitansLM, str]:
     """The model to serve and its id: a preset, a checkpoint directory, or ``default``."""
-    if name == "default":
+    if name == "default" and not (SHIPPED / name).is_dir():
         log.warning(
-            "no trained default model ships yet: serving 'tiny-random' (random weights, meaningless replies)"
+            "no trained default model installed: serving 'tiny-random' (random weights, meaningless replies)"
         )
         name = "tiny-random"
     model = TitansLM.from_pretrained(name)
     target = (
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
-    model_id = name if name in PRESETS else Path(name).resolve().name
+    model_id = name if name in PRESETS or (SHIPPED / name).is_dir() else Path(name).resolve().name
     return model.to(target).eval(), model_id
 
 
