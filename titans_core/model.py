@@ -26,6 +26,16 @@ from titans_core.tokenizer import TOKENIZER_FILE, Tokenizer
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 SHIPPED = Path(__file__).parent / "pretrained"  # trained checkpoints inside the package, by name
 
+
+def shipped(name: str | Path) -> Path | None:
+    """The directory of the shipped checkpoint called ``name`` (a bare name), if it is installed."""
+    name = str(name)
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        return None
+    directory = SHIPPED / name
+    return directory if (directory / CONFIG_FILE).is_file() else None
+
+
 # Named models that need no files. tiny-random is for tests and development: seeded random weights.
 PRESETS: dict[str, tuple[TitansConfig, int]] = {
     "tiny-random": (
@@ -197,8 +207,7 @@ class TitansLM(nn.Module):
     def from_pretrained(cls, name_or_path: str | Path) -> TitansLM:
         """A preset (``tiny-random``), a shipped checkpoint (``default``, see :data:`SHIPPED`), or a
         directory written by :meth:`save_pretrained`."""
-        if (SHIPPED / str(name_or_path) / CONFIG_FILE).is_file():
-            name_or_path = SHIPPED / str(name_or_path)
+        name_or_path = shipped(name_or_path) or name_or_path
         if str(name_or_path) in PRESETS:
             config, seed = PRESETS[str(name_or_path)]
             with torch.random.fork_rng(devices=[]):

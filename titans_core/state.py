@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,6 +111,8 @@ class ModelState:
 def to_bytes(state: ModelState, metadata: dict[str, str] | None = None) -> bytes:
     """The state as safetensors bytes; ``metadata`` (strings) rides along in the header."""
     extra = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+        raise ValueError("state metadata maps strings to strings")
     clash = sorted(set(extra) & set(RESERVED_METADATA))
     if clash:
         raise ValueError(f"metadata keys {', '.join(clash)} are reserved")
@@ -142,7 +145,11 @@ def _safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
     """
     header: dict[str, object] = {"__metadata__": metadata}
     offset, pieces = 0, []
+    if sys.byteorder != "little":  # the format is little-endian; we write memory as it lies
+        raise RuntimeError("writing state bytes needs a little-endian machine")
     for name, tensor in tensors.items():
+        if tensor.dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"state tensor {name} is {tensor.dtype}; states are floating point")
         raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
         header[name] = {
             "dtype": SAFETENSORS_DTYPES[tensor.dtype],

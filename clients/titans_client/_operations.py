@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import ServerSentEvent
 
-from titans_client.errors import APIConnectionError, error_from_body, error_from_response
+from titans_client.errors import APIConnectionError, error_in_stream
 from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionPage
 
 T = TypeVar("T")
@@ -52,30 +53,35 @@ def list_sessions(limit: int, after: str | None) -> Call:
 
 
 def get_session(session_id: str) -> Call:
-    return Call("GET", f"/v1/sessions/{session_id}", _json(Session.from_json))
+    return Call("GET", f"/v1/sessions/{_id(session_id)}", _json(Session.from_json))
 
 
 def delete_session(session_id: str) -> Call:
-    return Call("DELETE", f"/v1/sessions/{session_id}", lambda response: None)
+    return Call("DELETE", f"/v1/sessions/{_id(session_id)}", lambda response: None)
 
 
 def fork_session(session_id: str, new_id: str | None) -> Call:
-    return Call("POST", f"/v1/sessions/{session_id}/fork", _json(Session.from_json), json={"id": new_id})
+    return Call("POST", f"/v1/sessions/{_id(session_id)}/fork", _json(Session.from_json), json={"id": new_id})
 
 
 def reset_session(session_id: str) -> Call:
-    return Call("POST", f"/v1/sessions/{session_id}/reset", _json(Session.from_json))
+    return Call("POST", f"/v1/sessions/{_id(session_id)}/reset", _json(Session.from_json))
 
 
 def export_state(session_id: str) -> Call:
-    return Call("GET", f"/v1/sessions/{session_id}/state", lambda response: response.content)
+    return Call("GET", f"/v1/sessions/{_id(session_id)}/state", lambda response: response.content)
 
 
-def import_state(session_id: str, state: bytes | Path) -> Call:
-    data = state.read_bytes() if isinstance(state, Path) else state
+def import_state(session_id: str, state: bytes | str | Path) -> Call:
+    """``state``: exported bytes, or the path of a file of them."""
+    data = state if isinstance(state, bytes) else Path(state).read_bytes()
     headers = {"Content-Type": "application/octet-stream"}
     return Call(
-        "PUT", f"/v1/sessions/{session_id}/state", _json(Session.from_json), content=data, headers=headers
+        "PUT",
+        f"/v1/sessions/{_id(session_id)}/state",
+        _json(Session.from_json),
+        content=data,
+        headers=headers,
     )
 
 
@@ -99,13 +105,18 @@ def complete(session_id: str | None, prompt: str, stream: bool, params: dict) ->
 
 def ingest(session_id: str, document: Document) -> Call:
     """A ``Path`` is a file to upload in pieces; a ``str`` is the text itself."""
-    path = f"/v1/sessions/{session_id}/ingest"
+    path = f"/v1/sessions/{_id(session_id)}/ingest"
     headers = {"Content-Type": "text/plain; charset=utf-8"}
     if isinstance(document, Path):
         if not document.is_file():
             raise FileNotFoundError(f"no file {str(document)!r} to ingest")
         return Call("POST", path, _json(IngestResult.from_json), headers=headers, upload=document)
     return Call("POST", path, _json(IngestResult.from_json), content=document.encode(), headers=headers)
+
+
+def _id(session_id: str) -> str:
+    """A session id as one URL path segment (an id with ``/`` or ``?`` must not reach another route)."""
+    return quote(session_id, safe="")
 
 
 def _session(session_id: str | None) -> dict:
@@ -118,7 +129,7 @@ def text_delta(event: ServerSentEvent) -> str | None:
         return None
     chunk = json.loads(event.data)
     if "error" in chunk:
-        raise error_from_body(500, chunk)
+        raise error_in_stream(chunk)
     choices = chunk.get("choices") or [{}]
     delta = choices[0].get("delta", choices[0])
     return delta.get("content") or delta.get("text") or ""
@@ -128,8 +139,19 @@ def ingest_event(event: ServerSentEvent) -> IngestProgress | IngestResult:
     """A progress event, or the result; an error event raises."""
     data = json.loads(event.data)
     if event.event == "error":
-        raise error_from_body(500, data)
+        raise error_in_stream(data)
     return IngestResult.from_json(data) if event.event == "done" else IngestProgress.from_json(data)
+
+
+# 429 and 503 answers that sending again cannot help, or that may have applied the request.
+PERMANENT = {"too_many_sessions", "commit_uncertain"}
+
+
+def error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -148,17 +170,12 @@ class RetryPolicy:
         if attempt >= self.max_retries:
             return None
         if response is not None:
-            if response.status_code not in (429, 503):
+            if response.status_code not in (429, 503) or error_code(response) in PERMANENT:
                 return None
             hinted = response.headers.get("retry-after", "")
             if hinted.isdigit():
                 return min(float(hinted), self.max_delay)
         return min(self.base_delay * 2**attempt, self.max_delay) * (0.5 + random.random() / 2)
-
-
-def raise_for_error(response: httpx.Response) -> None:
-    if response.is_error:
-        raise error_from_response(response)
 
 
 def connection_error(error: httpx.TransportError, url: str) -> APIConnectionError:

@@ -96,7 +96,7 @@ class TitansClient:
             Path(path).write_bytes(data)
         return data
 
-    def import_state(self, session_id: str, state: bytes | Path) -> Session:
+    def import_state(self, session_id: str, state: bytes | str | Path) -> Session:
         """Create or replace the session from exported bytes (or a file of them)."""
         return self._send(op.import_state(session_id, state))
 
@@ -255,7 +255,7 @@ class AsyncTitansClient:
             await asyncio.to_thread(Path(path).write_bytes, data)
         return data
 
-    async def import_state(self, session_id: str, state: bytes | Path) -> Session:
+    async def import_state(self, session_id: str, state: bytes | str | Path) -> Session:
         return await self._send(op.import_state(session_id, state))
 
     async def models(self) -> list[Model]:

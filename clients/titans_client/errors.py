@@ -48,11 +48,13 @@ class StateMismatchError(APIError):
 
 
 class RateLimitError(APIError):
-    """429: the server is at capacity (retried with backoff before it reaches you)."""
+    """429: the server is at capacity (retried with backoff before it reaches you), or the API key
+    holds as many sessions as it may (``code`` ``too_many_sessions``, not retried)."""
 
 
 class ServiceUnavailableError(APIError):
-    """503: the session store is unreachable (retried with backoff before it reaches you)."""
+    """503: the session store is unreachable or the server is shutting down (retried with backoff
+    before it reaches you, unless ``code`` is ``commit_uncertain``: the request may have applied)."""
 
 
 class InternalServerError(APIError):
@@ -84,6 +86,26 @@ def error_from_body(status: int, body: object) -> APIError:
         code=error.get("code"),
         param=error.get("param"),
     )
+
+
+# The status each error type of the API stands for: an error inside a stream arrives after the 200.
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "state_mismatch_error": 422,
+    "rate_limit_error": 429,
+    "service_unavailable": 503,
+    "timeout_error": 504,
+}
+
+
+def error_in_stream(body: dict) -> APIError:
+    """The exception for an error event in a stream, with the status its type stands for."""
+    kind = body.get("error", {}).get("type") if isinstance(body.get("error"), dict) else None
+    return error_from_body(_STATUS_OF_TYPE.get(kind, 500), body)
 
 
 def error_from_response(response: httpx.Response) -> APIError:

@@ -56,27 +56,25 @@ def passkey(
 
     rng = random.Random(seed)
     run = "eval-" + secrets.token_hex(4)
-    statement_tokens = _tokens(client, run, passkey_document(random_passkey(rng), "x")) - _tokens(
-        client, run, "x"
-    )
-    chars_per_token = PROBE_CHARS / _tokens(client, run, _cut(filler, 0, PROBE_CHARS))
+    statement = passkey_document(random_passkey(rng), "x")
+    statement_tokens = _tokens(client, run, statement) - _tokens(client, run, "x")
+    filler_chars = math.ceil(distance * PROBE_CHARS / _tokens(client, run, _cut(filler, 0, PROBE_CHARS)))
+    ask = {"temperature": 0, "max_tokens": PASSKEY_DIGITS + 3}
     begin = time.perf_counter()
     done: list[Trial] = []
     for index in range(trials):
         key = random_passkey(rng)
-        document = passkey_document(
-            key, _cut(filler, rng.randrange(len(filler)), math.ceil(distance * chars_per_token))
-        )
+        document = passkey_document(key, _cut(filler, rng.randrange(len(filler)), filler_chars))
         replies, ingested = [], 0
         for ablate in (False, True):
             session = f"{run}-{index}-{'ablation' if ablate else 'memory'}"
-            ingested = client.ingest(session, document).tokens_ingested
-            if ablate:
-                client.reset_session(session)
-            replies.append(
-                client.chat(session, passkey_messages(), temperature=0, max_tokens=PASSKEY_DIGITS + 3)
-            )
-            client.delete_session(session)
+            try:
+                ingested = client.ingest(session, document).tokens_ingested
+                if ablate:
+                    client.reset_session(session)
+                replies.append(client.chat(session, passkey_messages(), **ask))
+            finally:
+                _forget(client, session)
         done.append(Trial(key, replies[0], replies[1], ingested - statement_tokens))
         if on_trial is not None:
             on_trial(done[-1])
@@ -108,6 +106,8 @@ def ingest_loss(client: TitansClient, text: str) -> dict:
     finally:
         for session in (remembered, fresh):
             _forget(client, session)
+    if after.mean_surprise is None or alone.mean_surprise is None:
+        raise ValueError("the server reported no mean_surprise for the ingested halves")
     return {
         "eval": "ingest-loss",
         "loss_after_first_half": after.mean_surprise,

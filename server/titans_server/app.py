@@ -12,7 +12,7 @@ import torch
 from fastapi import FastAPI
 
 from titans_core import TitansLM
-from titans_core.model import PRESETS, SHIPPED
+from titans_core.model import PRESETS, shipped
 from titans_server.auth import Keyring
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
@@ -29,7 +29,7 @@ log = logging.getLogger("titans_server")
 
 def load_model(name: str, device: str) -> tuple[TitansLM, str]:
     """The model to serve and its id: a preset, a checkpoint directory, or ``default``."""
-    if name == "default" and not (SHIPPED / name).is_dir():
+    if name == "default" and shipped(name) is None:
         log.warning(
             "no trained default model installed: serving 'tiny-random' (random weights, meaningless replies)"
         )
@@ -38,7 +38,7 @@ def load_model(name: str, device: str) -> tuple[TitansLM, str]:
     target = (
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
-    model_id = name if name in PRESETS or (SHIPPED / name).is_dir() else Path(name).resolve().name
+    model_id = name if name in PRESETS or shipped(name) else Path(name).resolve().name
     return model.to(target).eval(), model_id
 
 
@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keyring = Keyring(settings.api_keys_file, api_key)
         if app.state.keyring.open:
             log.warning("no API keys configured: anyone who can reach this server can use every session")
-        threads = settings.threads or torch.get_num_threads()
+        threads = settings.threads
         torch.set_num_threads(1)
         model, model_id = load_model(settings.model, settings.device)
         async with AsyncExitStack() as cleanup:  # whatever started is stopped, in reverse order

@@ -24,11 +24,16 @@ from titans_server.errors import APIError
 log = logging.getLogger("titans_server")
 
 OPEN_TENANT = "default"  # the tenant of an open server and of the single TITANS_API_KEY
-TENANT_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # use fullmatch
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    """What a keys file holds for ``key``."""
+    return digest(key).hex()
 
 
 def new_key() -> str:
@@ -44,7 +49,11 @@ def parse_keys(text: str, source: str = "keys file") -> list[tuple[str, bytes]]:
         if not line:
             continue
         parts = line.split()
-        if len(parts) != 2 or not TENANT_NAME.match(parts[0]) or not re.fullmatch(r"[0-9a-f]{64}", parts[1]):
+        if (
+            len(parts) != 2
+            or not TENANT_NAME.fullmatch(parts[0])
+            or not re.fullmatch(r"[0-9a-f]{64}", parts[1])
+        ):
             raise ValueError(
                 f"{source} line {number}: expected 'TENANT SHA256HEX' (tenant: 1-64 letters, digits or ._-)"
             )
@@ -53,11 +62,11 @@ def parse_keys(text: str, source: str = "keys file") -> list[tuple[str, bytes]]:
 
 
 class Keyring:
-    """The keys the server accepts; empty means open."""
+    """The keys the server accepts; none configured means open."""
 
     def __init__(self, keys_file: Path | None, single_key: str | None):
         self.keys_file, self._single = keys_file, single_key
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._keys: list[tuple[str, bytes]] = []
         self._refresh(strict=True)
 
@@ -68,30 +77,46 @@ class Keyring:
     def tenant(self, key: str) -> str | None:
         """The tenant whose key this is (None: no such key), in time independent of which matched."""
         self._refresh(strict=False)
-        digest = hashlib.sha256(key.encode()).digest()
-        found = None
+        presented, found = digest(key), None
         for tenant, known in self._keys:
-            if hmac.compare_digest(known, digest):
+            if hmac.compare_digest(known, presented):
                 found = tenant
         return found
 
     def _refresh(self, strict: bool) -> None:
-        """Re-read the keys file if it changed; a broken edit keeps the last good keys (logged)."""
-        keys = [] if self._single is None else [(OPEN_TENANT, hashlib.sha256(self._single.encode()).digest())]
+        """Re-read the keys file if it changed. A file that is gone revokes its keys; one that does
+        not parse keeps the last good keys. Each is logged once."""
+        keys = [] if self._single is None else [(OPEN_TENANT, digest(self._single))]
         if self.keys_file is None:
             self._keys = keys
             return
         try:
             status = self.keys_file.stat()
-            if (status.st_mtime_ns, status.st_size) == self._stamp:
-                return
+        except OSError as error:
+            if strict:
+                raise ValueError(f"cannot read the API keys: {error}") from error
+            if self._stamp != ():
+                log.error("the API keys file is gone, its keys no longer work: %s", error)
+            self._keys, self._stamp = keys, ()
+            return
+        stamp = (status.st_ino, status.st_mtime_ns, status.st_ctime_ns, status.st_size)
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
             keys += parse_keys(self.keys_file.read_text(), str(self.keys_file))
         except (OSError, ValueError) as error:
             if strict:
                 raise ValueError(f"cannot read the API keys: {error}") from error
             log.error("keeping the previous API keys: %s", error)
             return
-        self._keys, self._stamp = keys, (status.st_mtime_ns, status.st_size)
+        if len({known for _, known in keys}) < len(keys):
+            message = f"{self.keys_file}: a key is listed twice"
+            if strict:
+                raise ValueError(message)
+            log.error("keeping the previous API keys: %s", message)
+            return
+        self._keys = keys
 
 
 bearer = HTTPBearer(auto_error=False, description="an API key (`titans keys add`)")

@@ -27,8 +27,12 @@ ERROR_RESPONSES = {
 }
 
 
-class APIError(Exception):
-    """An error a client can act on; handlers turn it into OpenAI's JSON shape."""
+class APIError(StarletteHTTPException):
+    """An error a client can act on; handlers turn it into OpenAI's JSON shape.
+
+    An HTTP exception, so that FastAPI lets it through when it is raised while a body is read
+    (see :mod:`titans_server.limits`) instead of reporting a parse error.
+    """
 
     def __init__(
         self,
@@ -39,7 +43,7 @@ class APIError(Exception):
         code: str | None = None,
         headers: dict[str, str] | None = None,
     ):
-        super().__init__(message)
+        super().__init__(status, message, headers)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers
 

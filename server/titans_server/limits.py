@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from titans_server.errors import APIError
@@ -41,8 +40,8 @@ class BodyLimit:
             received = await receive()
             if received["type"] == "http.request":
                 seen += len(received.get("body", b""))
-                if seen > limit:  # FastAPI passes HTTPExceptions through body parsing; the handler shapes it
-                    raise HTTPException(413, message)
+                if seen > limit:  # FastAPI re-raises HTTP errors from body parsing; the handler shapes it
+                    raise APIError(413, message, code="request_too_large")
             return received
 
         await self.app(scope, counted, send)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SESSION_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+def is_session_id(text: str) -> bool:
+    """Whether ``text`` is a valid session id (``fullmatch``: ``$`` alone lets a trailing newline in)."""
+    return re.fullmatch(SESSION_ID[1:-1], text) is not None
 
 
 class ContentPart(BaseModel):
@@ -72,7 +78,7 @@ class SessionCreate(BaseModel):
 
     id: str | None = Field(None, pattern=SESSION_ID)
     metadata: dict[str, str] = Field(default_factory=dict)
-    ttl_seconds: int | None = Field(None, ge=1)
+    ttl_seconds: int | None = Field(None, ge=1, le=10 * 365 * 86400)
 
 
 class SessionFork(BaseModel):

@@ -116,7 +116,8 @@ class Service:
                     404, f"no session {session_id!r}", param="session_id", code="session_not_found"
                 )
             limit = self.settings.max_sessions_per_tenant
-            if await self.call_store(self.store.count(tenant)) >= limit:
+            over = await self.call_store(self.store.count(tenant)) >= limit
+            if over and await self.call_store(self.store.count(tenant, exact=True)) >= limit:
                 raise APIError(
                     429, f"this API key holds {limit} sessions, the most it may", code="too_many_sessions"
                 )
@@ -126,6 +127,13 @@ class Service:
         if blob is not None:
             try:
                 state = from_bytes(blob, self.model.config)
+            except StateMismatchError as error:
+                raise APIError(
+                    409,
+                    f"session {session_id!r} holds the memory of another model ({meta.model}); "
+                    "reset or delete it to use it with this one",
+                    code="model_mismatch",
+                ) from error
             except ValueError as error:
                 raise APIError(
                     500,
@@ -153,13 +161,18 @@ class Service:
         meta.version = max(opened.expected, 0) + counts
         meta.tokens_seen = 0 if state is None else state.position
         blob = None if state is None else to_bytes(state)
+        # Shielded: a client that leaves mid-commit must not cut it between its Redis calls, and
+        # the session is held until it has landed.
+        landing = asyncio.ensure_future(self.store.commit(opened.tenant, meta, opened.expected, blob))
         try:
-            # Shielded: a client that leaves mid-commit must not cut it between its Redis calls.
-            committed = await asyncio.shield(
-                self.call_store(self.store.commit(opened.tenant, meta, opened.expected, blob))
-            )
+            committed = await asyncio.shield(landing)
+        except asyncio.CancelledError:
+            await asyncio.wait([landing])
+            raise
         except VersionConflict as error:
             raise APIError(409, str(error), code="version_conflict") from error
+        except StoreUnavailable as error:  # the write may or may not have landed: not safe to resend
+            raise APIError(503, str(error), code="commit_uncertain") from error
         self.metrics.state_save_seconds.observe(time.perf_counter() - begin)
         return committed
 

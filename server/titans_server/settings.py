@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,5 +56,15 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="lines 'TENANT SHA256HEX' (see `titans keys add`); re-read when it changes"
     )
-    api_key: SecretStr | None = Field(None, description="one key for simple setups (tenant 'default')")
+    api_key: SecretStr | None = Field(
+        None, description="one key for simple setups (tenant 'default'); at least 16 characters"
+    )
     metrics_auth: bool = Field(False, description="ask for an API key on /metrics too")
+
+    @field_validator("api_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        """An empty key (``TITANS_API_KEY=``) must not quietly leave the server open."""
+        if key is not None and len(key.get_secret_value()) < 16:
+            raise ValueError("an API key needs at least 16 characters (`titans keys add` makes good ones)")
+        return key

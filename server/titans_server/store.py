@@ -87,6 +87,7 @@ class SessionMeta:
     ttl_seconds: int = 0
     chain_hash: str = ""
     chain_length: int = 0
+    revision: str = ""  # random per commit: the cache key (versions repeat when an id is made again)
 
     def public(self) -> dict:
         """The session as the API shows it."""
@@ -126,31 +127,32 @@ class SessionMeta:
             ttl_seconds=int(data["ttl_seconds"]),
             chain_hash=data["chain_hash"],
             chain_length=int(data["chain_length"]),
+            revision=data.get("revision", ""),
         )
 
 
 class StateCache:
-    """A bounded in-process LRU of recent state bytes by (key, version): the store stays the truth."""
+    """A bounded in-process LRU of recent state bytes by (key, revision): the store stays the truth."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes, self.held = max_bytes, 0
-        self._items: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self.hits = self.misses = 0
 
-    def get(self, key: str, version: int) -> bytes | None:
+    def get(self, key: str, revision: str) -> bytes | None:
         item = self._items.get(key)
-        if item is None or item[0] != version:
+        if item is None or item[0] != revision:
             self.misses += 1
             return None
         self._items.move_to_end(key)
         self.hits += 1
         return item[1]
 
-    def put(self, key: str, version: int, blob: bytes) -> None:
+    def put(self, key: str, revision: str, blob: bytes) -> None:
         self.drop(key)
         if len(blob) > self.max_bytes:
             return
-        self._items[key] = (version, blob)
+        self._items[key] = (revision, blob)
         self.held += len(blob)
         while self.held > self.max_bytes:
             _, (_, old) = self._items.popitem(last=False)
@@ -228,34 +230,35 @@ class SessionStore:
         key = self._key(tenant, session)
         if meta.state_bytes == 0:
             return meta, None
-        blob = self.cache.get(key, meta.version)
+        blob = self.cache.get(key, meta.revision)
         if blob is None:
             blob = await self._call(self.redis.get(key + ":state"))
             if blob is None:  # changed (or lost) between the two reads: never pass it off as fresh
                 raise VersionConflict(f"session {session!r} changed while it was read; retry")
-            self.cache.put(key, meta.version, blob)
+            self.cache.put(key, meta.revision, blob)
         return meta, blob
 
     async def commit(self, tenant: str, meta: SessionMeta, expected: int, blob: bytes | None) -> SessionMeta:
         """Write ``meta`` and ``blob`` if the session is at version ``expected`` (-1: must not exist).
 
-        ``meta.version`` must be ``expected + 1``. Raises :class:`VersionConflict` otherwise.
+        Raises :class:`VersionConflict` if the session is at another version.
         """
         key = self._key(tenant, meta.id)
         meta.state_bytes = len(blob or b"")
         meta.updated_at = time.time()
+        meta.revision = secrets.token_hex(8)
+        if expected == -1:  # indexed first: a stale index entry is harmless, an unindexed session not
+            index = self.redis.zadd(f"titans:{{{tenant}}}:sessions", {meta.id: meta.created_at})
+            await self._call(index)
         args = [expected, blob or b"", meta.ttl_seconds * 1000, *meta.to_fields()]
         result = await self._call(self._commit(keys=[key + ":meta", key + ":state"], args=args))
         if result < 0:
             self.cache.drop(key)
             raise VersionConflict(f"session {meta.id!r} changed while this request ran")
         if blob:
-            self.cache.put(key, meta.version, blob)
+            self.cache.put(key, meta.revision, blob)
         else:
             self.cache.drop(key)
-        if expected == -1:
-            index = self.redis.zadd(f"titans:{{{tenant}}}:sessions", {meta.id: meta.created_at})
-            await self._call(index)
         return meta
 
     async def delete(self, tenant: str, session: str) -> bool:
@@ -265,9 +268,21 @@ class SessionStore:
         await self._call(self.redis.zrem(f"titans:{{{tenant}}}:sessions", session))
         return removed > 0
 
-    async def count(self, tenant: str) -> int:
-        """The tenant's sessions (those expired by a TTL count until a listing passes them)."""
-        return await self._call(self.redis.zcard(f"titans:{{{tenant}}}:sessions"))
+    async def count(self, tenant: str, exact: bool = False) -> int:
+        """The tenant's sessions. Ids whose session expired (TTL) stay in the index until a listing
+        passes them; ``exact`` drops them all first (a scan of the index)."""
+        index = f"titans:{{{tenant}}}:sessions"
+        if exact:
+            ids = await self._call(self.redis.zrange(index, 0, -1))
+            if ids:
+                pipe = self.redis.pipeline(transaction=False)
+                for raw_id in ids:
+                    pipe.exists(self._key(tenant, raw_id.decode()) + ":meta")
+                alive = await self._call(pipe.execute())
+                gone = [raw_id for raw_id, exists in zip(ids, alive) if not exists]
+                if gone:
+                    await self._call(self.redis.zrem(index, *gone))
+        return await self._call(self.redis.zcard(index))
 
     async def list(
         self, tenant: str, after: str | None, limit: int

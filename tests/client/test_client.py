@@ -115,8 +115,8 @@ def _foreign_state() -> bytes:
 
 
 def test_an_api_key_is_sent(start_server, tmp_path):
-    server = start_server(tmp_path / "data", "--api-key", "k-123")
-    with TitansClient(server.url, api_key="k-123") as good:
+    server = start_server(tmp_path / "data", "--api-key", "client-key-0123456789")
+    with TitansClient(server.url, api_key="client-key-0123456789") as good:
         assert good.models()[0].id == "tiny-random"
     with TitansClient(server.url, api_key="wrong") as bad, pytest.raises(AuthenticationError) as refused:
         bad.models()
@@ -169,3 +169,12 @@ def test_the_async_client_does_the_same(server, tmp_path):
                 await client.reset_session(name)
 
     asyncio.run(run())
+
+
+def test_an_error_inside_a_stream_keeps_its_status(start_server, tmp_path):
+    server = start_server(tmp_path / "data", "--max-sessions-per-tenant", "1")
+    with TitansClient(server.url) as client:
+        client.create_session("only")
+        with pytest.raises(RateLimitError) as refused:  # the stream began before the session was made
+            list(client.chat("another", "hi", stream=True, max_tokens=2))
+        assert refused.value.status == 429 and refused.value.code == "too_many_sessions"

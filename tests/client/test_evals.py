@@ -26,8 +26,15 @@ def run_eval(server, *args: str) -> dict:
 
 
 def eval_sessions(server) -> list[str]:
-    listed = httpx.get(server.url + "/v1/sessions", params={"limit": 100}).json()["data"]
-    return [s["id"] for s in listed if s["id"].startswith("eval-")]
+    found, after = [], None
+    while True:
+        page = httpx.get(
+            server.url + "/v1/sessions", params={"limit": 100, **({"after": after} if after else {})}
+        )
+        found += [s["id"] for s in page.json()["data"] if s["id"].startswith("eval-")]
+        if not page.json()["has_more"]:
+            return found
+        after = page.json()["last_id"]
 
 
 def test_passkey_reports_accuracy_ablation_and_settings(server):

@@ -140,3 +140,16 @@ def test_a_keys_file_is_checked_line_by_line():
 def test_an_unreadable_keys_file_stops_the_start(start_server, tmp_path):
     with pytest.raises(RuntimeError, match="exited"):
         start_server(tmp_path / "data", "--api-keys-file", str(tmp_path / "missing"))
+
+
+def test_an_empty_or_short_api_key_stops_the_start(start_server, tmp_path):
+    for key in ("", "short"):
+        with pytest.raises(RuntimeError, match="exited"):
+            start_server(tmp_path / "data", "--api-key", key)
+
+
+def test_deleting_the_keys_file_revokes_its_keys(secured, keys):
+    assert as_tenant(secured, keys["acme"]).get("/v1/models").status_code == 200
+    keys["file"].unlink()
+    assert as_tenant(secured, keys["acme"]).get("/v1/models").status_code == 401
+    assert as_tenant(secured, keys["single"]).get("/v1/models").status_code == 200  # not from the file

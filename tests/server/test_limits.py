@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -31,7 +33,11 @@ def chunked(data: bytes):
 
 def too_large(response: httpx.Response, flag: str) -> bool:
     error = response.json()["error"]
-    return response.status_code == 413 and error["type"] == "request_too_large" and flag in error["message"]
+    return (
+        response.status_code == 413
+        and (error["type"], error["code"]) == ("request_too_large", "request_too_large")
+        and flag in error["message"]
+    )
 
 
 def test_bodies_over_their_limit_are_413(limited):
@@ -78,3 +84,10 @@ def test_a_request_past_the_timeout_is_cancelled_and_nothing_is_committed(limite
     assert limited.get("/v1/sessions/slow").json()["version"] == 0
     quick = limited.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "session_id": "slow"})
     assert quick.is_success and limited.get("/v1/sessions/slow").json()["version"] == 1
+
+
+def test_expired_sessions_do_not_count(limited):
+    assert limited.post("/v1/sessions", json={"id": "brief", "ttl_seconds": 1}).status_code == 201
+    assert limited.post("/v1/sessions", json={"id": "lasting"}).status_code == 201
+    time.sleep(1.5)
+    assert limited.post("/v1/sessions", json={"id": "next"}).status_code == 201

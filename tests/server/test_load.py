@@ -4,6 +4,7 @@ outage in the middle. No update is lost, and nothing answers 5xx but 503 while R
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -24,8 +25,11 @@ async def one_request(http: httpx.AsyncClient, rng: random.Random, session: str)
         return (await http.post("/v1/chat/completions", json=body)).status_code
     async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as response:
         text = (await response.aread()).decode()
-    # a streamed request's outcome is in its events: [DONE] after success, an error event otherwise
-    return response.status_code if response.status_code != 200 or "[DONE]" in text else 503
+    if response.status_code != 200 or "data: [DONE]" in text:
+        return response.status_code
+    # Failed after the 200: the error event says how (a 500 here must fail the test, not pass as 503).
+    error = json.loads(text.split("data: ")[-1])["error"]
+    return {"service_unavailable": 503, "rate_limit_error": 429}.get(error["type"], 500)
 
 
 def test_many_clients_lose_no_update_through_a_redis_outage(start_server, tmp_path):

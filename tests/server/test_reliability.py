@@ -103,3 +103,20 @@ def test_redis_down_is_503_and_the_server_recovers_when_it_returns(start_server,
         assert httpx.get(server.url + "/v1/sessions/kept", timeout=10).json()["version"] == 2
     finally:
         redis.stop()
+
+
+def test_a_replica_never_continues_a_deleted_sessions_memory(start_server, shared_redis, tmp_path):
+    """Replica A caches a session's state; B deletes it and a new session of the same id starts at
+    the same version. A must load the new memory, not its cached copy of the old one."""
+    a, b = (start_server(tmp_path / f"d{i}", "--redis-url", shared_redis) for i in range(2))
+
+    def complete(server, prompt: str, session: str) -> int:
+        body = {"prompt": prompt, "max_tokens": 1, "temperature": 0, "session_id": session}
+        assert httpx.post(server.url + "/v1/completions", json=body, timeout=60).status_code == 200
+        return httpx.get(f"{server.url}/v1/sessions/{session}").json()["tokens_seen"]
+
+    complete(a, "x" * 60, "reborn")  # A now holds this state in its cache
+    assert httpx.delete(b.url + "/v1/sessions/reborn").status_code == 200
+    reborn = complete(b, "y", "reborn")  # version 1 again, a short memory
+    step = complete(a, "z", "control")  # what one such request adds
+    assert complete(a, "z", "reborn") == reborn + step

@@ -9,11 +9,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 # Runtime limits (max tokens, body bytes, sessions per tenant) rightly refuse some requests the
 # static schema allows, so "every schema-valid request is accepted" is not checked; the rest is.
-KEY = {"Authorization": "Bearer schema-key"}
+KEY = {"Authorization": "Bearer schema-key-0123456789"}
 
 
 def test_the_api_holds_to_its_schema(start_server, tmp_path):
-    server = start_server(tmp_path / "data", "--api-key", "schema-key", "--max-new-tokens", "16")
+    server = start_server(tmp_path / "data", "--api-key", "schema-key-0123456789", "--max-new-tokens", "16")
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 14

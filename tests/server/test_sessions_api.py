@@ -250,3 +250,10 @@ def test_metrics_count_the_work(client, session_id):
         ]
     )
     assert generated >= 10
+
+
+def test_ids_and_ttls_are_checked(client):
+    assert client.put("/v1/sessions/abc%0A/state", content=b"x").status_code == 400  # a trailing newline
+    assert client.post("/v1/sessions/abc%0A/ingest", content="x").status_code == 400
+    too_long = client.post("/v1/sessions", json={"ttl_seconds": 10**14})
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "ttl_seconds"

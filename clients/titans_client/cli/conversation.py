@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -31,11 +32,15 @@ def chat(
 ) -> None:
     """Chat with a session, streaming the replies. Interactive: an empty line or Ctrl-D ends it.
 
-    Each turn sends only the new message: the session's memory holds the conversation.
+    Each turn sends only the new message: the session's memory holds the conversation (without
+    --session, an interactive chat runs on a session of its own, deleted at the end).
     """
     params = {"temperature": temperature, **({"max_tokens": max_tokens} if max_tokens else {})}
     pending = [{"role": "system", "content": system}] if system else []
-    with connect(base_url, api_key) as client:
+    with connect(base_url, api_key) as client, ExitStack() as cleanup:
+        if session is None and message is None:
+            session = client.create_session(metadata={"by": "titans chat"}, ttl_seconds=86400).id
+            cleanup.callback(client.delete_session, session)
         while True:
             text = message if message is not None else _ask()
             if not text:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +16,7 @@ from titans_core import SamplingParams
 from titans_server import transcript
 from titans_server.auth import Tenant, tenant_of
 from titans_server.errors import APIError, log
-from titans_server.schemas import SESSION_ID, ChatCompletionRequest, CompletionRequest, GenerationRequest
+from titans_server.schemas import ChatCompletionRequest, CompletionRequest, GenerationRequest, is_session_id
 from titans_server.service import Outcome, Service
 
 router = APIRouter()
@@ -26,8 +25,13 @@ STREAMS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}} 
 
 def session_of(body: GenerationRequest, header: str | None) -> str | None:
     """The session named by the body's ``session_id`` or the ``X-Session-Id`` header (None: throwaway)."""
-    if header is not None and not re.match(SESSION_ID, header):
-        raise APIError(400, "X-Session-Id must be 1-128 letters, digits or ._:-", param="X-Session-Id")
+    if header is not None and not is_session_id(header):
+        raise APIError(
+            400,
+            "X-Session-Id must be 1-128 letters, digits or ._:-",
+            param="X-Session-Id",
+            code="invalid_value",
+        )
     if body.session_id and header and body.session_id != header:
         raise APIError(400, "session_id and X-Session-Id name different sessions", param="session_id")
     return body.session_id or header
@@ -178,7 +182,12 @@ def stream_response(
     byte becomes an error event in OpenAI's error shape.
     """
     if service.engine.load >= service.settings.max_queue:
-        raise APIError(429, "the server is at capacity; try again shortly", headers={"Retry-After": "1"})
+        raise APIError(
+            429,
+            "the server is at capacity; try again shortly",
+            code="overloaded",
+            headers={"Retry-After": "1"},
+        )
 
     async def events() -> AsyncIterator[dict]:
         texts: asyncio.Queue[str | None] = asyncio.Queue()

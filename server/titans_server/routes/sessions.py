@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from contextlib import AsyncExitStack
 
@@ -16,7 +15,7 @@ from titans_core.state import to_bytes
 from titans_server.auth import Tenant
 from titans_server.errors import APIError, log
 from titans_server.routes.openai import STREAMS
-from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork
+from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork, is_session_id
 from titans_server.service import Service, new_session_id
 from titans_server.store import SessionMeta
 
@@ -28,8 +27,13 @@ def service_of(request: Request) -> Service:
 
 
 def checked(session_id: str) -> str:
-    if not re.match(SESSION_ID, session_id):
-        raise APIError(400, "a session id is 1-128 letters, digits or ._:- (starting with a letter or digit)")
+    if not is_session_id(session_id):
+        raise APIError(
+            400,
+            "a session id is 1-128 letters, digits or ._:- (starting with a letter or digit)",
+            param="session_id",
+            code="invalid_value",
+        )
     return session_id
 
 
@@ -152,7 +156,9 @@ async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool
         raise APIError(400, "the document is empty", code="empty_document")
     if len(tokens) > service.settings.max_ingest_tokens:
         raise APIError(
-            413, f"the document has {len(tokens)} tokens; at most {service.settings.max_ingest_tokens}"
+            413,
+            f"the document has {len(tokens)} tokens; at most {service.settings.max_ingest_tokens}",
+            code="request_too_large",
         )
     checked(session_id)
 
