@@ -17,6 +17,8 @@ UPLOADS = re.compile(r"^/v1/sessions/[^/]+/(ingest|state)$")
 
 
 class BodyLimit:
+    """ASGI middleware: 413 in OpenAI's shape for a body over its limit (see the module docstring)."""
+
     def __init__(self, app: ASGIApp, settings: Settings):
         self.app, self.settings = app, settings
 

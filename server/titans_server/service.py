@@ -36,6 +36,8 @@ class Opened:
 
 @dataclass
 class Outcome:
+    """What a chat or completion produced, for the response body and headers."""
+
     text: str
     finish_reason: str
     prompt_tokens: int
@@ -44,6 +46,8 @@ class Outcome:
 
 
 class Service:
+    """The request flows the routes share: hold a session, run a job on the engine, commit."""
+
     def __init__(
         self,
         settings: Settings,

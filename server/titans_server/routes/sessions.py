@@ -137,7 +137,7 @@ async def export_state(session_id: str, request: Request, tenant: Tenant) -> Res
 @router.put("/{session_id}/state")
 async def import_state(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
-    state = service.parse_state(await request.body())
+    state = await asyncio.to_thread(service.parse_state, await request.body())  # up to 64 MB: off the loop
     if state.batch_size != 1:
         raise APIError(
             400, f"a session state has a batch of 1, this one {state.batch_size}", code="invalid_state"
