@@ -252,6 +252,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny-random, 1 and 8 sessions")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--store", action="store_true", help="only the state save / load through Redis")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         models = {"tiny-random": "tiny-random"}
@@ -263,6 +264,10 @@ def main() -> None:
             torch.manual_seed(0)
             TitansLM(TitansConfig()).save_pretrained(Path(directory) / "mac-6m")
             models["MAC ~6M (TitansConfig())"] = str(Path(directory) / "mac-6m")
+        if args.store:
+            stores = {label: store_latency(model) for label, model in models.items()}
+            publish(stores, args.out, lambda found: json.dumps(found, indent=1))
+            return
         concurrency = [1, 8] if args.quick else [1, 8, 32]
         results = run(models, concurrency, requests_each=2, document_tokens=16384 if args.quick else 65536)
     publish(results, args.out, report)
