@@ -248,7 +248,7 @@ class SessionStore:
         meta.updated_at = time.time()
         meta.revision = secrets.token_hex(8)
         if expected == -1:  # indexed first: a stale index entry is harmless, an unindexed session not
-            index = self.redis.zadd(f"titans:{{{tenant}}}:sessions", {meta.id: meta.created_at})
+            index = self.redis.zadd(f"titans:{{{tenant}}}:sessions", {meta.id: meta.created_at}, nx=True)
             await self._call(index)
         args = [expected, blob or b"", meta.ttl_seconds * 1000, *meta.to_fields()]
         result = await self._call(self._commit(keys=[key + ":meta", key + ":state"], args=args))
