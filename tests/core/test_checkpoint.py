@@ -61,3 +61,19 @@ def test_corrupt_files_are_refused(model, tmp_path):
     (tmp_path / "config.json").write_text('{"variant": "MAC", "d_model": 33}')
     with pytest.raises(ValueError, match="n_heads"):
         TitansLM.from_pretrained(tmp_path)
+
+
+def test_the_shipped_default_is_a_small_trained_checkpoint_with_its_card():
+    from titans_core.model import shipped
+
+    directory = shipped("default")
+    assert directory is not None and (directory / "README.md").is_file()  # the model card
+    shipped_bytes = sum(f.stat().st_size for f in directory.iterdir())
+    assert shipped_bytes <= 16 * 2**20
+    model = TitansLM.from_pretrained("default").eval()
+    assert model.tokenizer.vocab_size == model.config.vocab_size > 256  # its own BPE, not the byte fallback
+    tokens = torch.tensor([model.tokenizer.encode("ROMEO. What light through yonder window breaks?")])
+    with torch.inference_mode():
+        logits, state = model(tokens)
+    assert torch.isfinite(logits).all() and state.position == tokens.shape[1]
+    assert shipped("../default") is None and shipped("/etc") is None  # bare names only
