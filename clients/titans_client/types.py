@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # typing.Self from Python 3.11
+    from typing_extensions import Self
 
 
-def _known(cls, data: dict) -> dict:
-    """The fields of ``cls`` found in ``data``: newer servers may add fields, older SDKs ignore them."""
-    names = {f.name for f in fields(cls)}
-    return {key: value for key, value in data.items() if key in names}
+class _FromJson:
+    @classmethod
+    def from_json(cls, data: dict) -> Self:
+        """The fields of ``cls`` found in ``data``: newer servers may add fields, older SDKs ignore them."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
 
 
 @dataclass(frozen=True)
-class Session:
+class Session(_FromJson):
     """A session: its memory has seen ``tokens_seen`` tokens over ``version`` committed requests."""
 
     id: str
@@ -24,10 +30,6 @@ class Session:
     state_bytes: int
     metadata: dict[str, str] = field(default_factory=dict)
     ttl_seconds: int | None = None
-
-    @classmethod
-    def from_json(cls, data: dict) -> Session:
-        return cls(**_known(cls, data))
 
 
 @dataclass(frozen=True)
@@ -44,18 +46,14 @@ class SessionPage:
 
 
 @dataclass(frozen=True)
-class IngestProgress:
+class IngestProgress(_FromJson):
     tokens_done: int
     tokens_total: int
     tokens_per_second: float
 
-    @classmethod
-    def from_json(cls, data: dict) -> IngestProgress:
-        return cls(**_known(cls, data))
-
 
 @dataclass(frozen=True)
-class IngestResult:
+class IngestResult(_FromJson):
     """A document in the session's memory; ``mean_surprise`` is its mean next-token loss (nats)."""
 
     session_id: str
@@ -65,17 +63,9 @@ class IngestResult:
     tokens_per_second: float | None
     mean_surprise: float | None
 
-    @classmethod
-    def from_json(cls, data: dict) -> IngestResult:
-        return cls(**_known(cls, data))
-
 
 @dataclass(frozen=True)
-class Model:
+class Model(_FromJson):
     id: str
     created: int
     owned_by: str
-
-    @classmethod
-    def from_json(cls, data: dict) -> Model:
-        return cls(**_known(cls, data))
