@@ -300,10 +300,12 @@ class SessionStore:
         ids = await self._call(self.redis.zrange(index, start, start + limit))
         found = []
         page = ids[:limit]
+        reads = self.redis.pipeline(transaction=False)  # one round trip for the page
         for raw_id in page:
-            meta = await self.get(tenant, raw_id.decode())
-            if meta is not None:
-                found.append(meta)
+            reads.hgetall(self._key(tenant, raw_id.decode()) + ":meta")
+        for raw_id, raw in zip(page, await self._call(reads.execute()) if page else []):
+            if raw:
+                found.append(SessionMeta.from_fields(raw))
             elif raw_id != page[-1]:  # expired by its TTL: out of the index (the cursor stays)
                 await self._call(self.redis.zrem(index, raw_id))
         cursor = page[-1].decode() if page else None
