@@ -80,6 +80,21 @@ def test_export_loads_with_its_tokenizer(corpus, tmp_path):
     assert info["step"] == 3 and info["tokens"] == result.tokens and info["config"] == model.config.to_dict()
 
 
+def test_a_stage_starts_from_the_last_stages_model(corpus, tmp_path):
+    """``init``: a curriculum's longer-sequence stage continues the shorter stage's export."""
+    short = train(tiny_options(corpus, tmp_path / "short", steps=3))
+    start = load_file(short.export / "model.safetensors")
+    long = tiny_options(corpus, tmp_path / "long", steps=1, seq_len=512, init=str(short.export), lr=0.0)
+    long = train(long)  # lr 0 at its one step (warmup from 0): the weights are the init's, unchanged
+    after = load_file(long.export / "model.safetensors")
+    assert all(torch.equal(start[k], after[k]) for k in start)
+    fresh = train(tiny_options(corpus, tmp_path / "fresh", steps=1, lr=0.0))
+    assert not torch.equal(load_file(fresh.export / "model.safetensors")["embed.weight"], start["embed.weight"])
+    other = tiny_options(corpus, tmp_path / "other", steps=1, init=str(short.export), model={"d_model": 64})
+    with pytest.raises(ValueError, match="d_model: 32 there, 64 here"):
+        train(other)
+
+
 def test_checkpoints_keep_the_newest(corpus, tmp_path):
     train(tiny_options(corpus, tmp_path / "run", steps=5, save_every=1, keep=2))
     assert [p.name for p in checkpoint_dirs(tmp_path / "run")] == ["step-000004", "step-000005"]

@@ -50,8 +50,12 @@ def test_passkey_sample_layout(bpe, stream, distance):
     stated = find(tokens, statement)
     assert asked - (stated + len(statement)) == distance  # exactly N filler tokens in between
     assert weights[start:end] == [7.0] * len(answer)
-    stated_targets = range(max(0, stated - 1), stated - 1 + len(statement))  # token i is target i - 1
-    assert [weights[i] for i in stated_targets] == [0.0] * len(stated_targets)
+    stated_targets = range(stated - 1, stated - 1 + len(statement))  # token i is target i - 1
+    first = find(statement, answer[:-1])  # the stated passkey, twice
+    again = find(statement[first + 1 :], answer[:-1]) + first + 1
+    repeat = range(again, again + len(answer) - 1)  # copying the second statement of it is trained
+    expected = [7.0 if j in repeat else 0.0 for j, i in enumerate(stated_targets) if i >= 0]
+    assert first < again and [weights[i] for i in stated_targets if i >= 0] == expected
     assert set(weights[: max(0, stated - 1)]) <= {1.0} and set(weights[end:]) == {1.0}
     assert tokens[end + 1 : end + 3] == [*bpe.encode("\n"), bpe.end_of_text_id]
 

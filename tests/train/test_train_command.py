@@ -38,6 +38,8 @@ def test_train_stop_resume_and_export(corpus, tmp_path):
     assert model.config.d_model == 32 and model.config.vocab_size == 320  # 261 byte tokens, rounded up
     steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps if s is not None][:4] == [1, 2, 3, 4]
+    stage = run(*tiny_cli_args(corpus, tmp_path / "stage2"), "--steps", "1", "--init", str(out / "final"))
+    assert stage.returncode == 0, stage.stderr
 
 
 def test_sigterm_saves_and_stops(corpus, tmp_path):
@@ -70,6 +72,8 @@ def test_bad_options_are_one_line_errors(corpus, tmp_path):
     assert result.returncode == 1 and "error:" in result.stderr and "Traceback" not in result.stderr
     result = run(*tiny_cli_args(tmp_path / "nothing", tmp_path / "run2"))
     assert result.returncode == 1 and "neither a file nor a folder" in result.stderr
+    result = run(*tiny_cli_args(corpus, tmp_path / "run3"), "--init", str(tmp_path / "nothing"))
+    assert result.returncode == 1 and "neither a preset" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_data_shakespeare_checks_the_download(tmp_path):

@@ -113,6 +113,8 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
     if checkpoints:
         resumed = load_checkpoint(checkpoints[-1], model, optimizer)
         step, tokens, seconds_before, metrics = resumed.step, resumed.tokens, resumed.seconds, resumed.eval
+    elif options.init:
+        _load_init(model, options.init)
     first_step = step
     samples = SampleSource(
         corpus.train,
@@ -274,6 +276,16 @@ def _check_run_folder(options: TrainOptions, out: Path) -> None:
         raise ValueError(
             f"resuming {out} needs the options it was started with; these differ: " + "; ".join(differences)
         )
+
+
+def _load_init(model: TitansLM, name_or_path: str) -> None:
+    """Copy the weights of ``name_or_path`` into ``model``: a stage continues the last one's model."""
+    source = TitansLM.from_pretrained(name_or_path)
+    if source.config != model.config:
+        theirs, mine = source.config.to_dict(), model.config.to_dict()
+        differ = [f"{k}: {theirs[k]!r} there, {mine[k]!r} here" for k in mine if theirs[k] != mine[k]]
+        raise ValueError(f"--init {name_or_path} is another model; its config differs: " + "; ".join(differ))
+    model.load_state_dict(source.state_dict())
 
 
 def _tokenizer(options: TrainOptions, out: Path, dist: Distributed, texts: list[str]) -> Tokenizer:

@@ -45,6 +45,9 @@ class TrainOptions:
     # tokenizer: a tokenizer.json to reuse, "byte" for the byte-level one, None to train a BPE
     tokenizer: str | None = None
     vocab_size: int = 4096
+    # start from this model's weights (a save_pretrained folder or a shipped name), e.g. the export
+    # of a shorter-sequence stage; None: a random init. Its config must equal the run's.
+    init: str | None = None
     # TitansConfig fields; vocab_size defaults to the tokenizer's size rounded up to a multiple of 64
     model: dict[str, Any] = field(default_factory=dict)
     seq_len: int = 2048  # tokens per training sequence (trained through the state across segments)

@@ -95,21 +95,38 @@ class Sample:
 class RecallLayout:
     """The pieces of a recall sample as token ids, and the loss weight of each."""
 
-    statement: list[int]  # weight 0: random values cannot be predicted
+    statement: list[int]  # weight 0 (a random value cannot be predicted), but see ``repeats``
     question: list[int]  # weight 1
     answer: list[int]  # answer ids and <|end|>: weight ``answer_weight``
     after: list[int]  # "\n" (the server closes a turn with it) and <|endoftext|>: weight 1
+    # statement tokens that repeat the value stated earlier ("... 48213 is the passkey"): copying
+    # them is the answer's skill at a short distance, so they weigh ``answer_weight`` too
+    repeats: list[bool]
 
     @classmethod
     def of(cls, task: RecallTask, tokenizer: Tokenizer) -> RecallLayout:
         question = tokenizer.encode_chat([{"role": "user", "content": task.question}])
-        answer = [*tokenizer.encode(task.answer), tokenizer.end_of_turn_id]
+        value = tokenizer.encode(task.answer)
+        answer = [*value, tokenizer.end_of_turn_id]
         after = [*tokenizer.encode("\n"), tokenizer.end_of_text_id]
-        return cls(tokenizer.encode(task.statement), question, answer, after)
+        statement = tokenizer.encode(task.statement)
+        return cls(statement, question, answer, after, _repeats(statement, value))
 
     def overhead(self) -> int:
         """Tokens besides the filler, up to and including the answer's <|end|>."""
         return len(self.statement) + len(self.question) + len(self.answer)
+
+
+def _repeats(tokens: list[int], value: list[int]) -> list[bool]:
+    """True at the tokens of every occurrence of ``value`` in ``tokens`` after the first."""
+    marks = [False] * len(tokens)
+    seen = False
+    for i in range(len(tokens) - len(value) + 1):
+        if tokens[i : i + len(value)] == value and not any(marks[i : i + len(value)]):
+            if seen:
+                marks[i : i + len(value)] = [True] * len(value)
+            seen = True
+    return marks
 
 
 def recall_sample(
@@ -124,9 +141,10 @@ def recall_sample(
 ) -> Sample:
     """``prefix`` text, the statement, the ``filler`` tokens, the question, the answer, then
     ``after`` and ``suffix`` text, cut to ``length + 1`` tokens (``length`` None: no suffix)."""
+    statement_weights = [answer_weight if repeat else 0.0 for repeat in layout.repeats]
     pieces = [
         (list(prefix), 1.0),
-        (layout.statement, 0.0),
+        (layout.statement, statement_weights),
         (list(filler), 1.0),
         (layout.question, 1.0),
         (layout.answer, answer_weight),
@@ -137,7 +155,7 @@ def recall_sample(
     token_weights: list[float] = []
     for ids, weight in pieces:
         tokens += ids
-        token_weights += [weight] * len(ids)
+        token_weights += weight if isinstance(weight, list) else [weight] * len(ids)
     answer_end = len(prefix) + layout.overhead() + len(filler)
     if length is not None:
         if answer_end > length + 1:

@@ -56,6 +56,10 @@ def train(
     config: Annotated[
         Path | None, Opt(help="JSON of TitansConfig fields for the model", rich_help_panel=Model)
     ] = None,
+    init: Annotated[
+        str | None,
+        Opt(help="start from this model's weights (a checkpoint folder or 'default')", rich_help_panel=Model),
+    ] = None,
     set_: Annotated[
         list[str] | None,
         Opt("--set", help="a TitansConfig field, e.g. --set d_model=128 (repeat)", rich_help_panel=Model),
@@ -142,6 +146,7 @@ def train(
         "vocab_size": vocab_size,
         "val_fraction": val_fraction,
         "model": _model_fields(config, set_),
+        "init": init,
         "seq_len": seq_len,
         "batch_size": batch_size,
         "grad_accum": grad_accum,
