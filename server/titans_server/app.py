@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keyring = Keyring(settings.api_keys_file, api_key)
         if app.state.keyring.open:
             log.warning("no API keys configured: anyone who can reach this server can use every session")
-        threads = settings.threads
+        threads = settings.threads or len(os.sched_getaffinity(0))
         torch.set_num_threads(1)
         model, model_id = load_model(settings.model, settings.device)
         async with AsyncExitStack() as cleanup:  # whatever started is stopped, in reverse order
@@ -76,9 +77,10 @@ def create_app(settings: Settings) -> FastAPI:
             cleanup.push_async_callback(asyncio.to_thread, engine.stop)  # off the event loop
             app.state.service = Service(settings, model, model_id, SessionStore(client), engine, metrics)
             log.info(
-                "serving %s on %s, listening on http://%s:%d",
+                "serving %s on %s (%d CPU threads), listening on http://%s:%d",
                 model_id,
                 engine.device,
+                threads,
                 settings.host,
                 settings.port,
             )

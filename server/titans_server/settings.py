@@ -24,10 +24,10 @@ class Settings(BaseSettings):
         None, description="redis:// or rediss:// URL of an external Redis; unset: start an embedded one"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
-    threads: int = Field(
-        1,
+    threads: int | None = Field(
+        None,
         ge=1,
-        description="CPU threads for the model (more than 1 fights the HTTP thread on small machines)",
+        description="CPU threads for the model (unset: one per core this process may use)",
     )
     max_batch_size: int = Field(
         8,
