@@ -150,7 +150,10 @@ def _safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
     for name, tensor in tensors.items():
         if tensor.dtype not in SAFETENSORS_DTYPES:
             raise ValueError(f"state tensor {name} is {tensor.dtype}; states are floating point")
-        raw = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+        flat = tensor.detach().to("cpu").reshape(-1)
+        if flat.stride(0) != 1:  # one element left with a slice's stride: "contiguous", but not bytes
+            flat = flat.clone(memory_format=torch.contiguous_format)
+        raw = flat.view(torch.uint8).numpy()
         header[name] = {
             "dtype": SAFETENSORS_DTYPES[tensor.dtype],
             "shape": list(tensor.shape),
