@@ -65,14 +65,27 @@ def test_corrupt_files_are_refused(model, tmp_path):
         TitansLM.from_pretrained(tmp_path)
 
 
-def test_the_shipped_default_is_a_small_trained_checkpoint_with_its_card():
+FILLER = (
+    "Now is the winter of our discontent made glorious summer by this sun of York; and all the "
+    "clouds that lour'd upon our house in the deep bosom of the ocean buried.\n"
+    "Now are our brows bound with victorious wreaths; our bruised arms hung up for monuments; our "
+    "stern alarums changed to merry meetings, our dreadful marches to delightful measures.\n"
+    "Grim-visaged war hath smooth'd his wrinkled front; and now, instead of mounting barded steeds "
+    "to fright the souls of fearful adversaries, he capers nimbly in a lady's chamber.\n"
+    "But I, that am not shaped for sportive tricks, nor made to court an amorous looking-glass; I, "
+    "that am rudely stamp'd, and want love's majesty to strut before a wanton ambling nymph.\n"
+)
+
+
+@pytest.mark.parametrize("name", ["default", "shakespeare"])
+def test_shipped_checkpoints_are_small_trained_and_carded(name):
     from titans_core.model import shipped
 
-    directory = shipped("default")
+    directory = shipped(name)
     assert directory is not None and (directory / "README.md").is_file()  # the model card
     shipped_bytes = sum(f.stat().st_size for f in directory.iterdir())
     assert shipped_bytes <= 16 * 2**20
-    model = TitansLM.from_pretrained("default").eval()
+    model = TitansLM.from_pretrained(name).eval()
     assert model.tokenizer.vocab_size == model.config.vocab_size > 256  # its own BPE, not the byte fallback
     tokens = torch.tensor([model.tokenizer.encode("ROMEO. What light through yonder window breaks?")])
     with torch.inference_mode():
@@ -81,23 +94,32 @@ def test_the_shipped_default_is_a_small_trained_checkpoint_with_its_card():
     assert shipped("../default") is None and shipped("/etc") is None  # bare names only
 
 
-def test_the_shipped_default_recalls_a_passkey_inside_its_attention_span():
-    """What its model card claims (100% at 64 tokens through the server): fresh passkeys, the
-    documented prompt format, greedy replies. Beyond the attention span it does not recall yet."""
+def recalled(model: TitansLM, filler: str, trials: int = 5) -> tuple[int, int]:
+    """Fresh passkeys in the documented prompt format, greedy replies: (right, filler tokens)."""
     from titans_core.train import passkey_document, passkey_messages, random_passkey
 
-    model = TitansLM.from_pretrained("default").eval()
-    filler = (
-        "Now is the winter of our discontent made glorious summer by this sun of York; and all the "
-        "clouds that lour'd upon our house in the deep bosom of the ocean buried.\n"
-    )
     rng = random.Random()
-    passkeys = [random_passkey(rng) for _ in range(5)]
     right = 0
-    for passkey in passkeys:
+    for _ in range(trials):
+        passkey = random_passkey(rng)
         document = model.tokenizer.encode(passkey_document(passkey, filler))
         _, state = model(torch.tensor([document]))
         prompt = model.tokenizer.encode_chat(passkey_messages())
         reply = generate(model, prompt, state=state, max_new_tokens=8, temperature=0)
         right += passkey in model.tokenizer.decode(list(reply))
-    assert right >= 4, f"{right} of 5 passkeys recalled: {passkeys}"
+    return right, len(model.tokenizer.encode(filler))
+
+
+def test_the_shipped_default_recalls_a_passkey_from_its_memory():
+    """What its model card claims: the question comes segments after the passkey, which attention
+    cannot see, so only the neural memory can answer."""
+    model = TitansLM.from_pretrained("default").eval()
+    right, distance = recalled(model, FILLER)
+    assert distance > 3 * model.config.segment_size
+    assert right >= 4, f"{right} of 5 passkeys recalled {distance} tokens back"
+
+
+def test_the_shakespeare_model_recalls_inside_its_attention_span():
+    model = TitansLM.from_pretrained("shakespeare").eval()
+    near, distance = recalled(model, FILLER.split("\n")[0] + "\n")
+    assert distance < model.config.segment_size / 2 and near >= 4, f"{near} of 5 recalled"
