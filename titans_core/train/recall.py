@@ -118,14 +118,16 @@ class RecallLayout:
 
 
 def _repeats(tokens: list[int], value: list[int]) -> list[bool]:
-    """True at the tokens of every occurrence of ``value`` in ``tokens`` after the first."""
+    """True at the tokens of every occurrence of ``value`` in ``tokens`` after the first (the
+    occurrences read left to right without overlapping)."""
     marks = [False] * len(tokens)
-    seen = False
-    for i in range(len(tokens) - len(value) + 1):
-        if tokens[i : i + len(value)] == value and not any(marks[i : i + len(value)]):
-            if seen:
-                marks[i : i + len(value)] = [True] * len(value)
-            seen = True
+    i, seen = 0, False
+    while i <= len(tokens) - len(value):
+        if tokens[i : i + len(value)] != value:
+            i += 1
+            continue
+        marks[i : i + len(value)] = [seen] * len(value)
+        i, seen = i + len(value), True
     return marks
 
 
