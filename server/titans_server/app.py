@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.keyring = Keyring(settings.api_keys_file, api_key)
         if app.state.keyring.open:
             log.warning("no API keys configured: anyone who can reach this server can use every session")
-        threads = settings.threads or len(os.sched_getaffinity(0))
+        threads = settings.threads or _usable_cores()
         torch.set_num_threads(1)
         model, model_id = load_model(settings.model, settings.device)
         async with AsyncExitStack() as cleanup:  # whatever started is stopped, in reverse order
@@ -93,3 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (openai, sessions, health):
         app.include_router(module.router)
     return app
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, e.g. not macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

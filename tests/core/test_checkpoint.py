@@ -103,7 +103,8 @@ def recalled(model: TitansLM, filler: str, trials: int = 5) -> tuple[int, int]:
     for _ in range(trials):
         passkey = random_passkey(rng)
         document = model.tokenizer.encode(passkey_document(passkey, filler))
-        _, state = model(torch.tensor([document]))
+        with torch.inference_mode():
+            _, state = model(torch.tensor([document]))
         prompt = model.tokenizer.encode_chat(passkey_messages())
         reply = generate(model, prompt, state=state, max_new_tokens=8, temperature=0)
         right += passkey in model.tokenizer.decode(list(reply))
