@@ -81,19 +81,25 @@ def test_export_loads_with_its_tokenizer(corpus, tmp_path):
 
 
 def test_a_stage_starts_from_the_last_stages_model(corpus, tmp_path):
-    """``init``: a curriculum's longer-sequence stage continues the shorter stage's export."""
+    """``init``: a curriculum's longer-sequence stage continues the shorter stage's export, with its
+    config and tokenizer unless told otherwise."""
     short = train(tiny_options(corpus, tmp_path / "short", steps=3))
     start = load_file(short.export / "model.safetensors")
-    long = tiny_options(corpus, tmp_path / "long", steps=1, seq_len=512, init=str(short.export), lr=0.0)
+    init = dict(init=str(short.export), model={}, tokenizer=None)  # config and tokenizer: the init's
+    long = tiny_options(corpus, tmp_path / "long", steps=1, seq_len=512, lr=0.0, **init)
     long = train(long)  # lr 0 at its one step (warmup from 0): the weights are the init's, unchanged
     after = load_file(long.export / "model.safetensors")
     assert all(torch.equal(start[k], after[k]) for k in start)
+    assert TitansLM.from_pretrained(long.export).config == TitansLM.from_pretrained(short.export).config
+    tokenizer = (long.export / "tokenizer.json").read_text()
+    assert tokenizer == (short.export / "tokenizer.json").read_text()
     fresh = train(tiny_options(corpus, tmp_path / "fresh", steps=1, lr=0.0))
     random_init = load_file(fresh.export / "model.safetensors")["embed.weight"]
     assert not torch.equal(random_init, start["embed.weight"])
     other = tiny_options(corpus, tmp_path / "other", steps=1, init=str(short.export), model={"d_model": 64})
     with pytest.raises(ValueError, match="d_model: 32 there, 64 here"):
         train(other)
+    assert not (tmp_path / "other").exists()  # the refused run left nothing to --resume or clean up
 
 
 def test_checkpoints_keep_the_newest(corpus, tmp_path):

@@ -96,14 +96,15 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
         torch.cuda.set_device(device)
     out = Path(options.out)
     _check_run_folder(options, out)
+    source = _init_source(options)  # checked before the folder is claimed: a bad --init leaves nothing
     dist.barrier()  # nobody reads out/ before rank 0 has checked and claimed it
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / OPTIONS_FILE).write_text(options.to_json() + "\n")
     documents = read_texts(options.data)
-    tokenizer = _tokenizer(options, out, dist, [d.text for d in documents])
+    tokenizer = _tokenizer(options, out, dist, [d.text for d in documents], source)
     corpus = TokenCorpus.of(documents, tokenizer, options.val_fraction)
-    config = TitansConfig.from_dict({"vocab_size": -(-tokenizer.vocab_size // 64) * 64, **options.model})
+    config = source.config if source else _config(options, tokenizer.vocab_size)
     torch.manual_seed(options.seed)
     model = TitansLM(config, tokenizer).to(device)
     optimizer = make_optimizer(model, options)
@@ -113,8 +114,8 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
     if checkpoints:
         resumed = load_checkpoint(checkpoints[-1], model, optimizer)
         step, tokens, seconds_before, metrics = resumed.step, resumed.tokens, resumed.seconds, resumed.eval
-    elif options.init:
-        _load_init(model, options.init)
+    elif source is not None:
+        model.load_state_dict(source.state_dict())
     first_step = step
     samples = SampleSource(
         corpus.train,
@@ -278,21 +279,34 @@ def _check_run_folder(options: TrainOptions, out: Path) -> None:
         )
 
 
-def _load_init(model: TitansLM, name_or_path: str) -> None:
-    """Copy the weights of ``name_or_path`` into ``model``: a stage continues the last one's model."""
-    source = TitansLM.from_pretrained(name_or_path)
-    if source.config != model.config:
-        theirs, mine = source.config.to_dict(), model.config.to_dict()
-        differ = [f"{k}: {theirs[k]!r} there, {mine[k]!r} here" for k in mine if theirs[k] != mine[k]]
-        raise ValueError(f"--init {name_or_path} is another model; its config differs: " + "; ".join(differ))
-    model.load_state_dict(source.state_dict())
+def _config(options: TrainOptions, vocab_size: int) -> TitansConfig:
+    """The model's config: ``options.model`` over the defaults, the vocabulary rounded up to 64."""
+    return TitansConfig.from_dict({"vocab_size": -(-vocab_size // 64) * 64, **options.model})
 
 
-def _tokenizer(options: TrainOptions, out: Path, dist: Distributed, texts: list[str]) -> Tokenizer:
-    """The run's tokenizer, kept as ``out/tokenizer.json`` (made by rank 0, read by every rank)."""
+def _init_source(options: TrainOptions) -> TitansLM | None:
+    """The model ``--init`` names, which a stage continues: its config is the run's, unless
+    ``options.model`` names fields, which must then agree with it."""
+    if not options.init or options.resume:
+        return None
+    source = TitansLM.from_pretrained(options.init)
+    theirs = source.config.to_dict()
+    differ = [f"{k}: {theirs[k]!r} there, {v!r} here" for k, v in options.model.items() if theirs.get(k) != v]
+    if differ:
+        raise ValueError(f"--init {options.init} is another model; its config differs: " + "; ".join(differ))
+    return source
+
+
+def _tokenizer(
+    options: TrainOptions, out: Path, dist: Distributed, texts: list[str], source: TitansLM | None
+) -> Tokenizer:
+    """The run's tokenizer, kept as ``out/tokenizer.json`` (made by rank 0, read by every rank):
+    by default the ``--init`` model's own, else a BPE trained on the data."""
     path = out / TOKENIZER_FILE
     if dist.main and not (options.resume and path.is_file()):
-        if options.tokenizer == "byte":
+        if options.tokenizer is None and source is not None:
+            tokenizer = source.tokenizer
+        elif options.tokenizer == "byte":
             tokenizer = Tokenizer.byte_level()
         elif options.tokenizer is not None:
             tokenizer = Tokenizer.from_file(options.tokenizer)

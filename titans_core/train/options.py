@@ -46,7 +46,8 @@ class TrainOptions:
     tokenizer: str | None = None
     vocab_size: int = 4096
     # start from this model's weights (a save_pretrained folder or a shipped name), e.g. the export
-    # of a shorter-sequence stage; None: a random init. Its config must equal the run's.
+    # of a shorter-sequence stage; None: a random init. Its config and tokenizer are the run's
+    # (``model`` fields given must agree with its config; ``tokenizer`` given replaces its own).
     init: str | None = None
     # TitansConfig fields; vocab_size defaults to the tokenizer's size rounded up to a multiple of 64
     model: dict[str, Any] = field(default_factory=dict)

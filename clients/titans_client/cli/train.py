@@ -58,7 +58,10 @@ def train(
     ] = None,
     init: Annotated[
         str | None,
-        Opt(help="start from this model's weights (a checkpoint folder or 'default')", rich_help_panel=Model),
+        Opt(
+            help="start from this model (a checkpoint folder or 'default'): its weights, config, tokenizer",
+            rich_help_panel=Model,
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
