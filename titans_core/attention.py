@@ -62,24 +62,19 @@ class Attention(nn.Module):
         q_pos: Tensor,
         k_pos: Tensor,
         window: int | None,
-        key_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Query ``i`` sees the persistent pairs and key ``j`` where ``0 <= q_pos[i] - k_pos[j] < window``.
 
         ``keys`` and ``values`` come in parts (a cache and new tokens) that are joined once, with
         the persistent pairs, and returned joined (views) for caching. ``window`` None means no
-        lower limit. A single query must be given only keys it sees (no mask is built for it),
-        except that ``key_mask`` (``[B, keys]``, single queries only) hides padding per batch entry.
+        lower limit. A single query must be given only keys it sees (no mask is built for it).
         Returns ``[B, L, d_model]`` after the output projection, and the joined keys and values.
         """
         batch, persistent = q.shape[0], self.persistent_keys.shape[1]
         k = torch.cat([self.persistent_keys.expand(batch, -1, -1, -1).to(q.dtype), *keys], dim=2)
         v = torch.cat([self.persistent_values.expand(batch, -1, -1, -1).to(q.dtype), *values], dim=2)
         visible = None
-        if key_mask is not None:
-            always = torch.ones(batch, persistent, dtype=torch.bool, device=key_mask.device)
-            visible = torch.cat([always, key_mask], dim=1)[:, None, None, :]
-        elif len(q_pos) > 1:
+        if len(q_pos) > 1:
             distance = q_pos[:, None] - k_pos[None, :]
             visible = distance >= 0
             if window is not None:
@@ -88,6 +83,25 @@ class Attention(nn.Module):
             visible = torch.cat([always, visible], dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
         return self.to_out(y.transpose(1, 2).flatten(2)), k[:, :, persistent:], v[:, :, persistent:]
+
+    def attend_one(self, q: Tensor, keys: Tensor, values: Tensor, visible: Tensor) -> Tensor:
+        """One query per stream (``q`` ``[B, H, 1, d]``) over the persistent pairs and ``keys``,
+        ``values`` ``[B, H, L, d]`` where ``visible`` (``[B, L]``) is set. The persistent pairs are
+        scored apart, so the padded keys are read where they lie instead of copied once more.
+        Returns ``[B, 1, d_model]`` after the output projection.
+        """
+        scale = q.shape[-1] ** -0.5
+        persistent = self.persistent_keys.shape[1]
+        scores = torch.cat(
+            [
+                (q @ self.persistent_keys.to(q.dtype).mT).mul_(scale),
+                (q @ keys.mT).mul_(scale).masked_fill_(~visible[:, None, None, :], float("-inf")),
+            ],
+            dim=-1,
+        ).softmax(dim=-1)
+        y = scores[..., :persistent] @ self.persistent_values.to(q.dtype)
+        y = y + scores[..., persistent:] @ values
+        return self.to_out(y.transpose(1, 2).flatten(2))
 
 
 class SlidingWindowAttention(nn.Module):
@@ -138,18 +152,15 @@ class SlidingWindowAttention(nn.Module):
     ) -> tuple[Tensor, list[tuple[Tensor, Tensor] | None]]:
         """One token for each of ``B`` streams with caches of their own lengths (padded, masked)."""
         q, k, v = self.attention.project(x, table)
-        keys, values, mask = pad_caches(caches, k, v)
-        y, k, v = self.attention.attend(q, [keys], [values], NO_POSITIONS, NO_POSITIONS, None, mask)
+        keys, values, visible = pad_caches(caches, k, v)
+        y = self.attention.attend_one(q, keys, values, visible)
         keep = self.window - 1
         held = [0 if c is None else c[0].shape[2] for c in caches]
         new = []
         for row, count in enumerate(held):
             n = min(count + 1, keep)
-            new.append(None if n == 0 else (k[row : row + 1, :, -n:], v[row : row + 1, :, -n:]))
+            new.append(None if n == 0 else (keys[row : row + 1, :, -n:], values[row : row + 1, :, -n:]))
         return y, new
-
-
-NO_POSITIONS = torch.zeros(1, dtype=torch.int64)  # a single query needs no positions: masks do the work
 
 
 def pad_caches(

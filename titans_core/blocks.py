@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_core.attention import NO_POSITIONS, Attention, Rotary, SlidingWindowAttention, pad_caches
+from titans_core.attention import Attention, Rotary, SlidingWindowAttention, pad_caches
 from titans_core.config import TitansConfig
 from titans_core.memory import NeuralMemory
 from titans_core.ops import memory_mlp
@@ -187,8 +187,8 @@ class MACBlock(Block):
         retrieved = self._retrieve(self.to_retrieval(h), stacked)
         rk, rv = self.attention.project_keys_values(retrieved, table)
         caches = [None if i == 0 else s.cache for s, i in zip(states, into)]
-        keys, values, mask = pad_caches(caches, _interleave(rk, k), _interleave(rv, v))
-        y, keys, values = self.attention.attend(q, [keys], [values], NO_POSITIONS, NO_POSITIONS, None, mask)
+        keys, values, visible = pad_caches(caches, _interleave(rk, k), _interleave(rv, v))
+        y = self.attention.attend_one(q, keys, values, visible)
         m, memories = self.memory.decode(y, [s.memory for s in states])
         new_states = []
         for row, (position, i) in enumerate(zip(positions, into)):

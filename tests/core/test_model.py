@@ -183,6 +183,24 @@ def test_decode_batches_sessions_at_different_positions_exactly(model):
                 assert max_state_difference(alone[row], states[row]) < 1e-5
 
 
+def test_decoding_again_from_earlier_states_leaves_the_later_ones_intact(model):
+    """Decode steps reuse the batch's stacked tensors, updated in place; a retried request (a step
+    again from states that were already continued) must neither see nor change the other continuation."""
+    vocab = model.config.vocab_size
+    with torch.inference_mode():
+        states = [model(torch.randint(0, vocab, (1, n)))[1] for n in (3, 6, 13)]
+        for _ in range(3):
+            _, states = model.decode(torch.randint(0, vocab, (3,)), states)
+        tokens = torch.randint(0, vocab, (3,))
+        first_logits, first = model.decode(tokens, states)
+        kept = [s.map(torch.clone) for s in first]
+        other_logits, _ = model.decode(torch.randint(0, vocab, (3,)), states)
+        again_logits, _ = model.decode(tokens, states)
+        assert (again_logits - first_logits).abs().max() < 1e-6  # copied, not appended: same numbers
+        assert (other_logits - first_logits).abs().max() > 1e-3
+        assert all(max_state_difference(a, b) == 0 for a, b in zip(first, kept))
+
+
 def test_decode_refuses_mismatched_inputs(model):
     state = model.initial_state(1)
     with pytest.raises(ValueError, match="one state each"):

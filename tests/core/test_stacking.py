@@ -1,19 +1,23 @@
-"""Stacker: the same inputs give the same stacked tensor without copying again; new inputs restack."""
+"""Stacker: a decode step's stacked session tensors, copying only the rows whose tensors changed."""
 
 import torch
 
 from titans_core.stacking import Stacker
 
 
-def test_the_same_tensors_reuse_the_stack_and_others_restack():
+def test_the_same_tensors_reuse_the_stack_and_changed_rows_are_copied():
     stack = Stacker()
     a, b = torch.randn(1, 3), torch.randn(1, 3)
     with torch.inference_mode():
         first = stack([a, b])
-        assert stack([a, b]) is first and torch.equal(first, torch.cat([a, b]))
-        c = b.clone()  # equal values, another object: restacked (identity is the contract)
-        assert stack([a, c]) is not first
-        assert torch.equal(stack([b, a]), torch.cat([b, a]))
+        assert torch.equal(first, torch.cat([a, b]))
+        assert stack([a, b]) is first  # nothing changed: nothing copied
+        c = torch.randn(1, 3)
+        again = stack([a, c])
+        assert again is first and torch.equal(again, torch.cat([a, c]))  # only row 1 rewritten
+        assert torch.equal(stack([c, a]), torch.cat([c, a]))
+        assert torch.equal(stack([a, b, c]), torch.cat([a, b, c]))  # another batch: a new tensor
+        assert torch.equal(stack([a, b]), torch.cat([a, b]))
 
 
 def test_with_autograd_nothing_is_shared():
