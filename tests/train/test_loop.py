@@ -93,6 +93,9 @@ def test_a_stage_starts_from_the_last_stages_model(corpus, tmp_path):
     assert TitansLM.from_pretrained(long.export).config == TitansLM.from_pretrained(short.export).config
     tokenizer = (long.export / "tokenizer.json").read_text()
     assert tokenizer == (short.export / "tokenizer.json").read_text()
+    stopped = train(tiny_options(corpus, tmp_path / "resumed", steps=2, stop_after=1, **init))
+    resumed = train(tiny_options(corpus, tmp_path / "resumed", steps=2, resume=True, **init))
+    assert not stopped.finished and resumed.finished and resumed.step == 2  # the init's config again
     fresh = train(tiny_options(corpus, tmp_path / "fresh", steps=1, lr=0.0))
     random_init = load_file(fresh.export / "model.safetensors")["embed.weight"]
     assert not torch.equal(random_init, start["embed.weight"])

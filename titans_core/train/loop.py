@@ -285,9 +285,9 @@ def _config(options: TrainOptions, vocab_size: int) -> TitansConfig:
 
 
 def _init_source(options: TrainOptions) -> TitansLM | None:
-    """The model ``--init`` names, which a stage continues: its config is the run's, unless
-    ``options.model`` names fields, which must then agree with it."""
-    if not options.init or options.resume:
+    """The model ``--init`` names, which a stage continues: its config is the run's (resumed runs
+    too), unless ``options.model`` names fields, which must then agree with it."""
+    if not options.init:
         return None
     source = TitansLM.from_pretrained(options.init)
     theirs = source.config.to_dict()
