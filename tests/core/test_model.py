@@ -196,7 +196,7 @@ def test_decoding_again_from_earlier_states_leaves_the_later_ones_intact(model):
         kept = [s.map(torch.clone) for s in first]
         other_logits, _ = model.decode(torch.randint(0, vocab, (3,)), states)
         again_logits, _ = model.decode(tokens, states)
-        assert (again_logits - first_logits).abs().max() < 1e-6  # copied, not appended: same numbers
+        assert (again_logits - first_logits).abs().max() < 1e-6  # the same step again: the same numbers
         assert (other_logits - first_logits).abs().max() > 1e-3
         assert all(max_state_difference(a, b) == 0 for a, b in zip(first, kept))
 
