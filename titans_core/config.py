@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -116,6 +117,7 @@ class TitansConfig:
             raise ValueError(f"config is not valid JSON: {error}") from error
         return cls.from_dict(data)
 
+    @functools.cache  # noqa: B019 (a frozen config: one entry per config, and every step checks it)
     def fingerprint(self) -> str:
         """A short hash of every field: states carry it so one model never loads another's memory."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

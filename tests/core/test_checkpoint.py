@@ -115,9 +115,11 @@ def test_the_shipped_default_recalls_a_passkey_from_its_memory():
     """What its model card claims: the question comes segments after the passkey, which attention
     cannot see, so only the neural memory can answer."""
     model = TitansLM.from_pretrained("default").eval()
-    right, distance = recalled(model, FILLER)
+    right, distance = recalled(model, FILLER, trials=20)
     assert distance > 3 * model.config.segment_size
-    assert right >= 4, f"{right} of 5 passkeys recalled {distance} tokens back"
+    # It recalls about 7 in 8 here (35 of 40 measured; a guess is right once in 10^5). Asking for
+    # more than half of 20 fails about one run in 20,000; the old 4 of 5 failed one run in 8.
+    assert right >= 11, f"{right} of 20 passkeys recalled {distance} tokens back"
 
 
 def test_the_shakespeare_model_recalls_inside_its_attention_span():
