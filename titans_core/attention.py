@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from titans_core.linear import Linear, TransposedWeight, linear
-
 Rotary = tuple[Tensor, Tensor]  # cos and sin of every position and frequency
 
 
@@ -38,11 +36,10 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_persistent: int, rope_base: float):
         super().__init__()
         self.n_heads, self.head_dim, self.rope_base = n_heads, d_model // n_heads, rope_base
-        self.to_qkv = Linear(d_model, 3 * d_model, bias=False)
-        self.to_out = Linear(d_model, d_model, bias=False)
+        self.to_qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.to_out = nn.Linear(d_model, d_model, bias=False)
         self.persistent_keys = nn.Parameter(0.02 * torch.randn(n_heads, n_persistent, self.head_dim))
         self.persistent_values = nn.Parameter(0.02 * torch.randn(n_heads, n_persistent, self.head_dim))
-        self._keys_values_transposed = TransposedWeight()
 
     def project(self, x: Tensor, table: Rotary) -> tuple[Tensor, Tensor, Tensor]:
         """Rotated queries and keys, and values, ``[B, H, L, d]`` for ``x`` ``[B, L, d_model]``."""
@@ -53,7 +50,7 @@ class Attention(nn.Module):
     def project_keys_values(self, x: Tensor, table: Rotary) -> tuple[Tensor, Tensor]:
         """Only the rotated keys and the values, for tokens that are never queries."""
         width = self.n_heads * self.head_dim
-        kv = linear(x, self.to_qkv.weight[width:], None, self._keys_values_transposed)
+        kv = F.linear(x, self.to_qkv.weight[width:])
         k, v = kv.unflatten(-1, (2, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         return rotate(k, table), v
 

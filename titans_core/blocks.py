@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from titans_core.attention import Attention, Rotary, SlidingWindowAttention, pad_caches
 from titans_core.config import TitansConfig
-from titans_core.linear import Linear
 from titans_core.memory import NeuralMemory
 from titans_core.ops import memory_mlp
 from titans_core.stacking import Stacker
@@ -23,8 +22,8 @@ from titans_core.state import LayerState
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, expansion: int):
         super().__init__()
-        self.up = Linear(d_model, expansion * d_model, bias=False)
-        self.down = Linear(expansion * d_model, d_model, bias=False)
+        self.up = nn.Linear(d_model, expansion * d_model, bias=False)
+        self.down = nn.Linear(expansion * d_model, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down(F.silu(self.up(x)))
@@ -146,7 +145,7 @@ class MACBlock(Block):
     def __init__(self, config: TitansConfig):
         super().__init__(config)
         self.attention = Attention(config.d_model, config.n_heads, config.n_persistent, config.rope_base)
-        self.to_retrieval = Linear(config.d_model, config.d_model, bias=False)
+        self.to_retrieval = nn.Linear(config.d_model, config.d_model, bias=False)
         self.segment_size = config.segment_size
         self._stackers = [Stacker() for _ in range(config.mem_layers)]  # the segments' start memories
 

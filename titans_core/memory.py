@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from titans_core._validation import describe
-from titans_core.linear import Linear
 from titans_core.ops import OpenChunk, commit_chunk, memory_step, memory_stream
 from titans_core.stacking import Stacker
 
@@ -108,7 +107,7 @@ class NeuralMemory(nn.Module):
         inner = heads * head_dim
         gates = 1 + use_momentum + use_decay
         # One projection for q, k, v and the gates: one matmul per step, which decoding feels.
-        self.to_inputs = Linear(dim, 3 * inner + gates * heads)
+        self.to_inputs = nn.Linear(dim, 3 * inner + gates * heads)
         # The causal depthwise convolution over q, k, v: taps[-1] weighs the current token.
         bound = conv_kernel**-0.5
         self.conv_taps = nn.Parameter(torch.empty(conv_kernel, 3 * inner).uniform_(-bound, bound))
@@ -119,7 +118,7 @@ class NeuralMemory(nn.Module):
             for d_in, d_out in zip(sizes[:-1], sizes[1:])
         )
         self.norm = nn.RMSNorm(head_dim)
-        self.to_out = Linear(inner, dim, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
         # Batched decoding restacks every session's chunk-start weights and momentum per step.
         self._stackers = ([Stacker() for _ in range(depth)], [Stacker() for _ in range(depth)])
         with torch.no_grad():

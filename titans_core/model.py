@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -19,7 +20,6 @@ from titans_core._validation import describe
 from titans_core.attention import rotary_table
 from titans_core.blocks import BLOCKS
 from titans_core.config import TitansConfig
-from titans_core.linear import TransposedWeight, linear
 from titans_core.state import ModelState, state_shapes
 from titans_core.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -73,7 +73,6 @@ class TitansLM(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
         self.layers = nn.ModuleList(BLOCKS[config.variant](config) for _ in range(config.n_layers))
         self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)
-        self._embed_transposed = TransposedWeight()
 
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
@@ -155,7 +154,7 @@ class TitansLM(nn.Module):
         return self.norm(x), ModelState(layers, state.position + tokens.shape[1], state.config_hash)
 
     def _logits(self, hidden: Tensor) -> Tensor:
-        return linear(hidden, self.embed.weight, None, self._embed_transposed)  # tied embeddings
+        return F.linear(hidden, self.embed.weight)  # tied embeddings
 
     def _empty_logits(self, tokens: Tensor) -> Tensor:
         return self.embed.weight.new_zeros(tokens.shape[0], 0, self.config.vocab_size)
