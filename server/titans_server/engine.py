@@ -76,10 +76,7 @@ class Engine:
         self, model: TitansLM, *, max_batch_size: int, max_queue: int, piece_tokens: int, threads: int
     ):
         self.model = model.eval()
-        # A prefill piece is large matmuls that use every thread. A decode step is hundreds of small
-        # ops that gain little from a second thread and lose more when the HTTP thread and the
-        # store need a core at the same time (benchmarks/README.md, "Decode threads"): one fewer.
-        self.threads, self.decode_threads = threads, max(1, threads - 1)
+        self.threads = threads
         self.vocab = model.tokenizer.vocab_size
         self.device = model.embed.weight.device
         self.max_batch_size, self.max_queue, self.piece_tokens = max_batch_size, max_queue, piece_tokens
@@ -132,7 +129,8 @@ class Engine:
             raise
 
     def _run(self) -> None:
-        torch.set_grad_enabled(False)  # thread counts are set per step, for this thread only
+        torch.set_grad_enabled(False)
+        torch.set_num_threads(self.threads)  # per thread: the HTTP thread keeps one (see app.py)
         while True:
             try:
                 incoming = self._inbox.get(timeout=None if not self._active else 0)
@@ -191,7 +189,6 @@ class Engine:
         return out
 
     def _prefill(self, job: Job) -> None:
-        torch.set_num_threads(self.threads)
         piece = job.feed[job.fed : job.fed + self.piece_tokens]
         tokens = torch.tensor([piece], dtype=torch.int64, device=self.device)
         if job.surprise:
@@ -217,7 +214,6 @@ class Engine:
 
     def _decode(self, jobs: list[Job]) -> None:
         """One token for every job, whatever their positions: one batched forward."""
-        torch.set_num_threads(self.decode_threads)
         begin = time.perf_counter()
         tokens = torch.tensor([j._pending for j in jobs], dtype=torch.int64, device=self.device)
         states = [j.state for j in jobs]  # every decoding job has fed its prompt

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None,
         ge=1,
-        description="CPU threads for prefill and ingestion; decode steps use one fewer (unset: one per core)",
+        description="CPU threads for the model (unset: one per core this process may use)",
     )
     max_batch_size: int = Field(
         8,
