@@ -42,14 +42,13 @@ class Stacker:
                     best, shared = index, same
         if best is None or (shared == 0 and len(self._kept) < self.capacity):
             stacked = torch.cat(parts)
-            if len(self._kept) >= self.capacity:
-                self._kept.pop(0)
         else:
             previous, stacked = self._kept.pop(best)
             for row, (part, old) in enumerate(zip(parts, previous)):
                 if part is not old:
                     stacked[row : row + 1].copy_(part)
         self._kept.append((list(parts), stacked))
+        del self._kept[: -self.capacity]
         return stacked
 
 
