@@ -22,9 +22,10 @@ class Stacker:
 
     A call takes the kept result (same shapes) whose rows hold the most of the same tensors, copies
     the other rows in place and makes it the most recent; with none alike, a fresh ``cat`` is kept,
-    and beyond ``capacity`` the least recently used is dropped. A result is valid until a later call
-    reuses it: a decode step's scratch, never kept in a state. One thread at a time (the engine's).
-    With autograd, a fresh ``cat``.
+    and beyond ``capacity`` the least recently used is dropped (with the tensors it was made from:
+    up to ``capacity`` batches of session memories stay alive). A result is valid until a later
+    call reuses it: a decode step's scratch, never kept in a state. One thread at a time (the
+    engine's). With autograd, a fresh ``cat``.
     """
 
     def __init__(self, capacity: int = KEPT_STACKS) -> None:
@@ -53,7 +54,7 @@ class Stacker:
 
 
 def _alike(parts: list[Tensor], previous: list[Tensor]) -> bool:
-    """Whether ``previous``'s stack can hold ``parts``: as many, each of the same shape, dtype, device."""
-    return len(parts) == len(previous) and all(
-        a.shape == b.shape and a.dtype == b.dtype and a.device == b.device for a, b in zip(parts, previous)
-    )
+    """Whether ``previous``'s stack can hold ``parts``: as many, of the same shape, dtype and device
+    (the parts of one stack are all alike, so their first ones tell)."""
+    a, b = parts[0], previous[0]
+    return len(parts) == len(previous) and a.shape == b.shape and a.dtype == b.dtype and a.device == b.device
