@@ -4,7 +4,7 @@ by all (keeping 1: every step restacks its batch).
 
 The two settings alternate turn by turn in one process on the same sessions (at different
 positions, ``TitansLM.decode``), so the machine's drift cancels out: the report is the median of
-the paired ratios with its quartiles. Figures in ``benchmarks/README.md`` ("Decode copies").
+the paired ratios with its quartiles. Figures in ``benchmarks/README.md`` ("Kept stacks per batch").
 """
 
 from __future__ import annotations
