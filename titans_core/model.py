@@ -180,14 +180,15 @@ class TitansLM(nn.Module):
         if not isinstance(state.position, int) or state.position < 0:
             raise ValueError(f"state position must be a non-negative integer, got {state.position!r}")
         expected = state_shapes(self.config, state.position, batch)
-        found = {name: tuple(t.shape) for name, t in state.named_tensors().items()}
+        tensors = state.named_tensors()
+        found = {name: tuple(t.shape) for name, t in tensors.items()}
         if found != expected:
             wrong = sorted(set(found.items()) ^ set(expected.items()))[:4]
             raise ValueError(
                 f"state does not fit a batch of {batch} at position {state.position}: {wrong} differ"
             )
         weight = self.embed.weight
-        for name, tensor in state.named_tensors().items():
+        for name, tensor in tensors.items():
             if tensor.dtype != weight.dtype or tensor.device != weight.device:
                 raise ValueError(f"state tensor {name} must be {weight.dtype} on {weight.device}")
 
