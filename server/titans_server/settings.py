@@ -18,7 +18,9 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 for every one)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    model: str = Field("default", description="'default', 'tiny-random' or a checkpoint directory")
+    model: str = Field(
+        "default", description="'default' or 'shakespeare' (shipped), 'tiny-random' or a checkpoint directory"
+    )
     data_dir: Path = Field(Path("./data"), description="where the embedded Redis keeps its files")
     redis_url: str | None = Field(
         None, description="redis:// or rediss:// URL of an external Redis; unset: start an embedded one"
