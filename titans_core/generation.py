@@ -53,14 +53,41 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | 
     if 0 < params.top_k < logits.shape[-1]:
         kth = logits.topk(params.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    probabilities = logits.softmax(dim=-1)
     if params.top_p < 1:
-        ordered, order = logits.sort(dim=-1, descending=True)
-        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-        # Drop a token when the ones before it already reach top_p (the first always stays).
-        drop = (cumulative - ordered.softmax(dim=-1)) >= params.top_p
-        drop[..., 0] = False  # also when top_p rounds to 0 in float32 (a denormal like 5e-324)
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+        probabilities = _top_p(probabilities, params.top_p)
+    return _draw(probabilities, generator)
+
+
+# The most likely tokens looked at first. They hold top_p = 0.9 of the mass at 98% of the positions
+# of held-out text for the small shipped default, and a top-k of them costs a fifth of a full sort.
+TOP_P_PREFIX = 1024
+
+
+def _top_p(probabilities: Tensor, top_p: float) -> Tensor:
+    """Keep the most likely tokens until the ones before the next reach ``top_p`` (the first always
+    stays), renormalised. The most likely ``TOP_P_PREFIX`` come first; the whole vocabulary is
+    sorted only where they fall short of ``top_p``."""
+    ordered, order = probabilities.topk(min(TOP_P_PREFIX, probabilities.shape[-1]), dim=-1)
+    cumulative = ordered.cumsum(dim=-1)
+    if ordered.shape[-1] < probabilities.shape[-1] and (cumulative[..., -1] < top_p).any():
+        ordered, order = probabilities.sort(dim=-1, descending=True)
+        cumulative = ordered.cumsum(dim=-1)
+    keep = (cumulative - ordered) < top_p
+    keep[..., 0] = True  # also when top_p rounds to 0 in float32 (a denormal like 5e-324)
+    kept = torch.zeros_like(probabilities).scatter_(-1, order, ordered * keep)
+    return kept / kept.sum(dim=-1, keepdim=True)
+
+
+def _draw(probabilities: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One token per row, by inverting the cumulative distribution at a uniform draw: one random
+    number per row, where ``torch.multinomial`` costs ten times as much here (an exponential per
+    token). A token of probability 0 is never drawn: the draw stays below the total."""
+    cumulative = probabilities.double().cumsum(dim=-1)
+    total = cumulative[..., -1:]
+    uniform = torch.rand(total.shape, generator=generator, dtype=total.dtype, device=total.device)
+    point = torch.minimum(uniform * total, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, point, right=True).squeeze(-1)
 
 
 class Generation:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from titans_core import SamplingParams, TitansLM, generate
-from titans_core.generation import sample
+from titans_core.generation import _top_p, sample
 
 
 def prompt(model, length=9):
@@ -79,6 +79,29 @@ def test_top_k_and_top_p_only_ever_pick_the_allowed_tokens():
     assert set(top_p.tolist()) == {0, 1, 2}
     share = (top_k == 0).float().mean().item()
     assert abs(share - 0.5 / 0.8) < 0.05  # renormalised over the kept tokens
+
+
+def test_draws_follow_the_distribution():
+    logits = torch.randn(1, 20, generator=torch.Generator().manual_seed(1))
+    draws = sample(logits.expand(40_000, 20), SamplingParams(), torch.Generator().manual_seed(2))
+    frequencies = torch.bincount(draws, minlength=20) / draws.numel()
+    assert (frequencies - logits.softmax(-1)[0]).abs().max() < 0.01  # 4 standard errors
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.9, 0.999])
+def test_top_p_keeps_what_sorting_the_whole_vocabulary_keeps(top_p):
+    """Peaked rows are decided within the first tokens, flat ones need the full sort: both agree
+    with the definition, every token whose more likely predecessors hold less than top_p."""
+    generator = torch.Generator().manual_seed(3)
+    scales = torch.logspace(-1, 1.5, 64).unsqueeze(-1)  # from nearly flat to sharply peaked
+    logits = torch.randn(64, 500, generator=generator) * scales
+    probabilities = logits.softmax(-1)
+    ordered, order = probabilities.sort(dim=-1, descending=True)
+    keep_sorted = (ordered.cumsum(-1) - ordered) < top_p
+    expected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    kept = _top_p(probabilities, top_p)
+    assert torch.equal(kept > 0, expected)
+    assert torch.allclose(kept, probabilities * expected / (probabilities * expected).sum(-1, keepdim=True))
 
 
 @pytest.mark.parametrize(
