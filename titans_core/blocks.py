@@ -43,6 +43,7 @@ class Block(nn.Module):
             use_momentum=config.use_momentum,
             use_decay=config.use_decay,
             max_lr=config.max_lr,
+            max_surprise=config.max_surprise,
             conv_kernel=config.conv_kernel,
         )
         self.norm = nn.RMSNorm(config.d_model, eps=config.norm_eps)

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from titans_core.ops.chunked_memory import check_max_surprise
+
 Variant = Literal["MAC", "MAG", "MAL", "LMM"]
 VARIANTS = ("MAC", "MAG", "MAL", "LMM")
 
@@ -41,6 +43,8 @@ class TitansConfig:
     use_decay: bool = True
     ffn_expansion: int = 4
     max_lr: float = 0.1
+    # the divergence guard: no token's memory gradient is longer than this (None: unguarded)
+    max_surprise: float | None = 10.0
     conv_kernel: int = 4
     rope_base: float = 10000.0
     norm_eps: float = 1e-6
@@ -78,6 +82,7 @@ class TitansConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        check_max_surprise(self.max_surprise)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (self.d_model // self.n_heads) % 2:

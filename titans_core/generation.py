@@ -46,7 +46,11 @@ class SamplingParams:
 
 
 def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> Tensor:
-    """Next token ids ``[B]`` from logits ``[B, V]``: greedy, or temperature with top-k / top-p."""
+    """Next token ids ``[B]`` from logits ``[B, V]``: greedy, or temperature with top-k / top-p.
+
+    Always ids in ``[0, V)``, whatever the logits hold: a row with NaN gives some id in range, and
+    the caller that cares (the server's engine) checks the logits' finiteness itself.
+    """
     if params.temperature < 1e-5:  # dividing by less overflows: treat it as the greedy limit it is
         return logits.argmax(dim=-1)
     logits = logits.float() / params.temperature
@@ -56,7 +60,7 @@ def sample(logits: Tensor, params: SamplingParams, generator: torch.Generator | 
     probabilities = logits.softmax(dim=-1)
     if params.top_p < 1:
         probabilities = _top_p(probabilities, params.top_p)
-    return _draw(probabilities, generator)
+    return _draw(probabilities, generator).clamp_(max=logits.shape[-1] - 1)  # NaN rows land past the end
 
 
 # The most likely tokens looked at first. They hold top_p = 0.9 of the mass at 98% of the positions

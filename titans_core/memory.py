@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from titans_core._validation import describe
 from titans_core.ops import OpenChunk, commit_chunk, memory_step, memory_stream
+from titans_core.ops.chunked_memory import check_max_surprise
 from titans_core.stacking import Stacker
 
 
@@ -64,7 +65,8 @@ class NeuralMemory(nn.Module):
     SiLU, with ``q`` and ``k`` L2-normalised per head; gates ``theta`` in ``(0, max_lr)``, ``eta`` and
     ``alpha`` in ``(0, 1)``. Each head's memory is an MLP (``depth`` layers, hidden size
     ``expansion * head_dim``) starting from learned weights; its reads are RMS-normalised per head
-    and projected back to ``dim``.
+    and projected back to ``dim``. No token's gradient is longer than ``max_surprise`` (the divergence
+    guard of :mod:`titans_core.ops.chunked_memory`; None: unguarded).
     """
 
     piece_tokens = 4096  # inputs longer than this are processed in pieces of this many tokens
@@ -81,6 +83,7 @@ class NeuralMemory(nn.Module):
         head_dim: int | None = None,
         max_lr: float = 0.1,
         conv_kernel: int = 4,
+        max_surprise: float | None = 10.0,
     ):
         super().__init__()
         for name, value in (
@@ -101,6 +104,8 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"head_dim must be a positive integer, got {head_dim!r}")
         if not max_lr > 0:
             raise ValueError(f"max_lr must be positive, got {max_lr!r}")
+        check_max_surprise(max_surprise)
+        self.max_surprise = max_surprise
         self.dim, self.heads, self.head_dim = dim, heads, head_dim
         self.chunk_size, self.max_lr = chunk_size, max_lr
         self.use_momentum, self.use_decay = use_momentum, use_decay
@@ -205,7 +210,17 @@ class NeuralMemory(nn.Module):
         q, k, v, tail = self._qkv(projected[..., :inner], state.conv_tail)
         theta, eta, alpha = self._gates(projected[..., inner:])
         y, weights, momentum, open_chunk = memory_stream(
-            q, k, v, theta, eta, alpha, state.weights, state.momentum, self.chunk_size, state.open_chunk
+            q,
+            k,
+            v,
+            theta,
+            eta,
+            alpha,
+            state.weights,
+            state.momentum,
+            self.chunk_size,
+            state.open_chunk,
+            max_surprise=self.max_surprise,
         )
         return self.readout(y), MemoryState(weights, momentum, open_chunk, tail, state.position + length)
 
@@ -232,7 +247,17 @@ class NeuralMemory(nn.Module):
             momentum = [stack(list(layer)) for stack, layer in zip(self._stackers[1], parts)]
         open_chunk = _pad_chunks([s.open_chunk for s in states], weights, q)
         y, open_chunk = memory_step(
-            q, k, v, theta, eta, alpha, weights, momentum, self.chunk_size, open_chunk
+            q,
+            k,
+            v,
+            theta,
+            eta,
+            alpha,
+            weights,
+            momentum,
+            self.chunk_size,
+            open_chunk,
+            max_surprise=self.max_surprise,
         )
         new_states = []
         for row, state in enumerate(states):

@@ -8,7 +8,6 @@ shapes, dtype and finiteness are all checked, and nothing is ever unpickled.
 from __future__ import annotations
 
 import json
-import math
 import struct
 import sys
 from collections.abc import Callable
@@ -27,6 +26,11 @@ FORMAT = "titans-state"
 FORMAT_VERSION = "1"
 RESERVED_METADATA = ("format", "format_version", "config_hash", "position")
 MAX_POSITION = 2**53  # float64 RoPE angles tell positions apart up to here
+# The largest magnitude a valid state holds. A served state stays far below it (the default's
+# largest value after a million streamed tokens is in the model card), and the model's float32
+# arithmetic stays clear of overflow under it: the widest product a state value enters is a
+# 256-term dot product whose square an RMS norm then takes, (256 * 1e6)^2 ~ 1e17 << 3.4e38.
+STATE_MAX_ABS = 1e6
 
 
 class StateMismatchError(ValueError):
@@ -219,7 +223,7 @@ def from_bytes(data: bytes, config: TitansConfig, dtype: torch.dtype = torch.flo
     if missing or extra:
         raise ValueError(
             f"state at position {position} does not fit this config: "
-            f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
+            f"missing {_few(missing)}, unexpected {_few(extra)}"
         )
     for name, tensor in tensors.items():
         if tensor.dtype != dtype:
@@ -228,14 +232,37 @@ def from_bytes(data: bytes, config: TitansConfig, dtype: torch.dtype = torch.flo
             raise ValueError(
                 f"state tensor {name} has shape {list(tensor.shape)}, expected {list(expected[name])}"
             )
-    # A sum is finite only if every element is (inf and nan propagate): one cheap reduction per
-    # tensor, and the exact check only where a sum overflowed or a value is not finite.
-    sums = torch.stack([tensor.sum() for tensor in tensors.values()])
-    for (name, tensor), total in zip(tensors.items(), sums.tolist()):
-        if not math.isfinite(total) and not torch.isfinite(tensor).all():
-            raise ValueError(f"state tensor {name} holds non-finite values")
+    check_values(tensors)
     template = ModelState([], int(position), config.fingerprint())
     return _assemble(tensors, template, config.n_layers)
+
+
+def check_values(tensors: dict[str, Tensor]) -> None:
+    """Every value finite and within ``STATE_MAX_ABS``: one min-max reduction per tensor."""
+    for name, tensor in tensors.items():
+        if tensor.numel() == 0:
+            continue
+        low, high = torch.aminmax(tensor)
+        if not (float(low) >= -STATE_MAX_ABS and float(high) <= STATE_MAX_ABS):  # NaN fails both
+            raise ValueError(
+                f"state tensor {name} holds values that are not finite or beyond +-{STATE_MAX_ABS:g}"
+            )
+
+
+def check_state(state: ModelState) -> None:
+    """What :func:`from_bytes` would accept of ``state``'s position and values: checked before a
+    state is stored, so that nothing is stored that would not load again."""
+    if not 0 <= state.position < MAX_POSITION:
+        raise ValueError(f"the state's position {state.position} is past the largest, 2^53 - 1")
+    check_values(state.named_tensors())
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+    """A list of names for a message, cut short: an error must not echo a hostile header."""
+    if not names:
+        return "nothing"
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def state_shapes(config: TitansConfig, position: int, batch: int) -> dict[str, tuple[int, ...]]:

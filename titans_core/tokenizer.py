@@ -72,6 +72,13 @@ class Tokenizer:
             raise ValueError(f"text must be a string, got {type(text).__name__}")
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 
+    def encode_marked(self, text: str, start: int, end: int) -> tuple[list[int], list[bool]]:
+        """:meth:`encode`, and for each id whether it covers a character of ``text[start:end]``:
+        the tokens of a value inside a sentence, exactly as the whole sentence encodes."""
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        marks = [a < end and b > start for a, b in encoding.offsets]
+        return encoding.ids, marks
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids`` with special tokens left out; bytes of a split character decode as U+FFFD."""
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)

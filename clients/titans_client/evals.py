@@ -20,10 +20,12 @@ from dataclasses import dataclass
 
 from titans_client.client import TitansClient
 from titans_client.errors import NotFoundError
+from titans_client.prompts import PASSKEY_QUESTION, passkey_statement, random_passkey
 
 # The classic passkey filler (Mohtashami & Jaggi, 2023); pass real text to measure on real text.
 CLASSIC_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n"
 PROBE_CHARS = 8192
+ANSWER_TOKENS = 32  # a reply in a sentence ("The passkey is 48213.") and then some
 
 
 @dataclass(frozen=True)
@@ -52,19 +54,16 @@ def passkey(
     on_trial: Callable[[Trial], None] | None = None,
 ) -> dict:
     """Passkey recall across calls at ``distance`` filler tokens; the report as a JSON-ready dict."""
-    from titans_core.train.recall import PASSKEY_DIGITS, passkey_document, passkey_messages, random_passkey
-
     rng = random.Random(seed)
     run = "eval-" + secrets.token_hex(4)
-    statement = passkey_document(random_passkey(rng), "x")
-    statement_tokens = _tokens(client, run, statement) - _tokens(client, run, "x")
-    filler_chars = math.ceil(distance * PROBE_CHARS / _tokens(client, run, _cut(filler, 0, PROBE_CHARS)))
-    ask = {"temperature": 0, "max_tokens": PASSKEY_DIGITS + 3}
+    statement_tokens = _tokens(client, run, passkey_statement(random_passkey(rng)))
+    filler_chars = filler_chars_for(client, run, filler, distance)
+    ask = {"temperature": 0, "max_tokens": ANSWER_TOKENS}
     begin = time.perf_counter()
     done: list[Trial] = []
     for index in range(trials):
         key = random_passkey(rng)
-        document = passkey_document(key, _cut(filler, rng.randrange(len(filler)), filler_chars))
+        document = passkey_statement(key) + cut(filler, rng.randrange(len(filler)), filler_chars)
         replies, ingested = [], 0
         for ablate in (False, True):
             session = f"{run}-{index}-{'ablation' if ablate else 'memory'}"
@@ -72,9 +71,9 @@ def passkey(
                 ingested = client.ingest(session, document).tokens_ingested
                 if ablate:
                     client.reset_session(session)
-                replies.append(client.chat(session, passkey_messages(), **ask))
+                replies.append(client.chat(session, [{"role": "user", "content": PASSKEY_QUESTION}], **ask))
             finally:
-                _forget(client, session)
+                forget(client, session)
         done.append(Trial(key, replies[0], replies[1], ingested - statement_tokens))
         if on_trial is not None:
             on_trial(done[-1])
@@ -105,7 +104,7 @@ def ingest_loss(client: TitansClient, text: str) -> dict:
         alone = client.ingest(fresh, second)
     finally:
         for session in (remembered, fresh):
-            _forget(client, session)
+            forget(client, session)
     if after.mean_surprise is None or alone.mean_surprise is None:
         raise ValueError("the server reported no mean_surprise for the ingested halves")
     return {
@@ -125,15 +124,20 @@ def _tokens(client: TitansClient, run: str, text: str) -> int:
     try:
         return client.ingest(session, text).tokens_ingested
     finally:
-        _forget(client, session)
+        forget(client, session)
 
 
-def _forget(client: TitansClient, session: str) -> None:
+def filler_chars_for(client: TitansClient, run: str, filler: str, tokens: int) -> int:
+    """How many characters of ``filler`` make about ``tokens`` tokens on this server."""
+    return math.ceil(tokens * PROBE_CHARS / _tokens(client, run, cut(filler, 0, PROBE_CHARS)))
+
+
+def forget(client: TitansClient, session: str) -> None:
     with suppress(NotFoundError):
         client.delete_session(session)
 
 
-def _cut(filler: str, start: int, chars: int) -> str:
+def cut(filler: str, start: int, chars: int) -> str:
     """``chars`` characters of ``filler`` repeated, from ``start``, beginning at a line or word start."""
     repeated = filler * (1 + (start + chars + 1) // len(filler) + 1)
     begin = start

@@ -29,6 +29,11 @@ class EngineOverloaded(Exception):
     """Too many jobs are queued or running."""
 
 
+class NotFinite(Exception):
+    """A job's logits or loss are not finite: its session's memory is poisoned or diverged. The job
+    fails alone; the other jobs of its batch go on (each row of a batched step is its own)."""
+
+
 @dataclass(eq=False)  # jobs are compared by identity (their fields hold tensors)
 class Job:
     """A unit of model work for one session; the engine thread owns it until it finishes."""
@@ -193,6 +198,8 @@ class Engine:
         tokens = torch.tensor([piece], dtype=torch.int64, device=self.device)
         if job.surprise:
             logits, new_state = self._forward("prefill", tokens, job.state, "all")
+            if not torch.isfinite(logits).all():
+                raise NotFinite("the model's output went non-finite on this session's memory")
             if job._logits is not None:  # the first token of this piece, predicted by the last piece
                 job.loss_sum += float(torch.nn.functional.cross_entropy(job._logits[0, -1:], tokens[0, :1]))
                 job.loss_count += 1
@@ -210,6 +217,8 @@ class Engine:
         if job.on_progress is not None:
             job.on_progress(job.fed)
         if not job.feeding and job.params is not None and job.finish_reason is None:
+            if not torch.isfinite(job._logits[:, -1]).all():  # a prefill runs alone: it fails alone
+                raise NotFinite("the model's output went non-finite on this session's memory")
             self._choose(job, job._logits[:, -1])
 
     def _decode(self, jobs: list[Job]) -> None:
@@ -221,7 +230,12 @@ class Engine:
             logits, states = self.model.decode(tokens, states)
         if self.step_observer is not None:
             self.step_observer("decode", len(jobs), time.perf_counter() - begin)
+        finite = torch.isfinite(logits).flatten(1).all(dim=1).tolist()
         for row, (job, new_state) in enumerate(zip(jobs, states)):
+            if not finite[row]:
+                job.error = NotFinite("the model's output went non-finite on this session's memory")
+                self._finish(job)
+                continue
             job.state, job._pending = new_state, None
             if job.finish_reason is None and job.stop_requested:
                 job.finish_reason = "stop"

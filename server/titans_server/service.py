@@ -14,9 +14,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
-from titans_core.state import from_bytes, to_bytes
+from titans_core.state import check_state, from_bytes, to_bytes
 from titans_server import transcript
-from titans_server.engine import Engine, EngineOverloaded, Job
+from titans_server.engine import Engine, EngineOverloaded, Job, NotFinite
 from titans_server.errors import APIError
 from titans_server.metrics import Metrics
 from titans_server.settings import Settings
@@ -162,6 +162,16 @@ class Service:
         begin = time.perf_counter()
         for name, value in changes.items():
             setattr(meta, name, value)
+        if state is not None:
+            try:  # never store what would not load again: the session would be stuck
+                check_state(state)
+            except ValueError as error:
+                raise APIError(
+                    422,
+                    f"session {meta.id!r}: {error}; nothing was committed",
+                    param="session_id",
+                    code="state_out_of_range",
+                ) from error
         meta.version = max(opened.expected, 0) + counts
         meta.tokens_seen = 0 if state is None else state.position
         blob = None if state is None else to_bytes(state)
@@ -232,7 +242,7 @@ class Service:
         text = ReplyText(self.tokenizer, request.stop, job, on_text)
         job.on_token = text.add
         started = time.perf_counter()
-        await self._run(job, "generation")
+        await self._run(job, "generation", opened.meta.id)
         self.metrics.observe_generation(len(prompt), text.token_times, started)
         reply = text.final()
         if text.end is not None:  # a stop string: the engine may have run a few tokens past it
@@ -243,12 +253,13 @@ class Service:
         self, opened: Opened, tokens: list[int], on_progress: Callable[[int], None] | None
     ) -> Job:
         job = Job(opened.state, tokens, None, surprise=True, on_progress=on_progress)
-        await self._run(job, "ingestion")
+        await self._run(job, "ingestion", opened.meta.id)
         self.metrics.ingested_tokens.inc(len(tokens))
         return job
 
-    async def _run(self, job: Job, what: str) -> None:
-        """Run ``job`` on the engine: 429 when it is full, 504 past the timeout, 500 if the job failed."""
+    async def _run(self, job: Job, what: str, session_id: str) -> None:
+        """Run ``job`` on the engine: 429 when it is full, 504 past the timeout, 422 when the session's
+        memory gave non-finite output, 500 if the job failed otherwise."""
         timeout = self.settings.request_timeout or None
         try:
             with self.metrics.running.track_inprogress():
@@ -265,6 +276,14 @@ class Service:
             raise APIError(
                 504, f"the {what} ran past {timeout:g} s and was cancelled", code="timeout"
             ) from error
+        if isinstance(job.error, NotFinite):
+            name = f"session {session_id!r}" if session_id else "this request"
+            raise APIError(
+                422,
+                f"{what} failed: {job.error} ({name}); reset or delete the session",
+                param="session_id" if session_id else None,
+                code="state_out_of_range",
+            )
         if job.error is not None:
             raise APIError(500, f"{what} failed: {job.error}", code="engine_error")
 

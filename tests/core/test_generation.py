@@ -139,3 +139,17 @@ def test_breaking_out_of_the_loop_still_leaves_yielded_tokens_in_the_state(model
 def test_a_tiny_temperature_is_greedy_not_an_overflow():
     logits = torch.randn(4, 30) * 50
     assert torch.equal(sample(logits, SamplingParams(temperature=1e-40)), logits.argmax(-1))
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0.0}, {}, {"top_p": 0.9}, {"top_k": 5, "top_p": 0.5}])
+def test_the_sampler_returns_ids_in_the_vocabulary_whatever_the_logits(settings):
+    logits = torch.randn(6, 50)
+    logits[0] = float("nan")
+    logits[1, 7] = float("nan")
+    logits[2] = float("-inf")
+    logits[3, 3] = float("inf")
+    logits[4] = float("inf")
+    params = SamplingParams(max_new_tokens=1, **settings)
+    for _ in range(20):
+        ids = sample(logits, params)
+        assert ids.shape == (6,) and bool(((ids >= 0) & (ids < 50)).all())

@@ -234,3 +234,19 @@ def test_decode_of_streams_at_different_positions_equals_separate_calls(momentum
             y_alone, alone = memory(x[row : row + 1], state)
             assert (y_alone - y[row : row + 1]).abs().max() < 1e-12
             assert_states_close(alone, decoded[row], atol=1e-12)
+
+
+def test_a_memory_made_to_diverge_stays_finite_with_the_guard():
+    # A learning rate far too high for chunks of 16: the unguarded memory overshoots, its gradients
+    # grow with every chunk, and within a few hundred tokens the weights are inf or NaN.
+    torch.manual_seed(0)
+    x = torch.randn(1, 2048, 32)
+    states = {}
+    for guard in (None, 10.0):
+        memory = NeuralMemory(32, heads=2, depth=2, chunk_size=16, max_lr=4.0, max_surprise=guard)
+        with torch.no_grad():
+            memory.to_inputs.bias[3 * 32 :].view(3, 2)[0].fill_(4.0)  # theta near max_lr
+            _, state = memory(x)
+        states[guard] = state
+    assert not all(torch.isfinite(t).all() for t in states[None].tensors())
+    assert all(torch.isfinite(t).all() for t in states[10.0].tensors())

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load, save
 
 from titans_core import ModelState, StateMismatchError, TitansConfig, TitansLM
-from titans_core.state import from_bytes, read_metadata, state_shapes, to_bytes
+from titans_core.state import STATE_MAX_ABS, from_bytes, read_metadata, state_shapes, to_bytes
 
 
 def consume(model, length, batch=1, state=None):
@@ -196,14 +196,16 @@ def test_state_bytes_are_plain_safetensors(model, dtype):
     assert from_bytes(data, model.config, dtype=dtype).position == 37
 
 
-def test_huge_finite_values_load_and_a_single_nan_does_not(model):
-    """Finiteness is checked by a sum first: an overflowing sum must not reject finite values."""
+def test_values_up_to_the_bound_load_and_one_beyond_it_or_not_finite_does_not(model):
+    """A valid state is finite and within STATE_MAX_ABS: 3e38 is finite, but the model's float32
+    arithmetic overflows on it and every output of such a session is NaN."""
     _, state = consume(model, 20)
-    huge = state.map(lambda t: torch.full_like(t, 3e38))
-    assert from_bytes(to_bytes(huge), model.config).position == 20
+    at_bound = state.map(lambda t: torch.full_like(t, -STATE_MAX_ABS))
+    assert from_bytes(to_bytes(at_bound), model.config).position == 20
     tensors = dict(load(to_bytes(state)))
     name = max(tensors, key=lambda k: tensors[k].numel())
-    tensors[name] = tensors[name].clone()
-    tensors[name].view(-1)[-1] = float("nan")
-    with pytest.raises(ValueError, match=f"{name} holds non-finite"):
-        from_bytes(save(tensors, metadata=read_metadata(to_bytes(state))), model.config)
+    for bad in (STATE_MAX_ABS * 1.01, 3e38, float("inf"), float("nan")):
+        changed = {**tensors, name: tensors[name].clone()}
+        changed[name].view(-1)[-1] = bad
+        with pytest.raises(ValueError, match=f"{name} holds values that are not finite or beyond"):
+            from_bytes(save(changed, metadata=read_metadata(to_bytes(state))), model.config)

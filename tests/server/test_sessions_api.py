@@ -92,10 +92,14 @@ def test_a_fork_is_independent_of_its_source(client, session_id):
         (b"not a state at all", 400),
         ("other model", 422),
         ("batch of 2", 400),
+        ("every value 3e38", 400),  # finite, but the model's arithmetic would overflow on it
     ],
 )
 def test_imports_are_validated(client, session_id, data, status):
-    if data == "other model":
+    if data == "every value 3e38":
+        state = TitansLM.from_pretrained("tiny-random").initial_state(1)
+        data = to_bytes(state.map(lambda t: torch.full_like(t, 3.0e38)))
+    elif data == "other model":
         data = to_bytes(
             TitansLM(TitansConfig(vocab_size=300, d_model=32, n_heads=2, mem_heads=2)).initial_state(1)
         )
@@ -104,6 +108,19 @@ def test_imports_are_validated(client, session_id, data, status):
     response = client.put(f"/v1/sessions/{session_id}/state", content=data)
     assert response.status_code == status, response.text
     assert client.get(f"/v1/sessions/{session_id}").status_code == 404  # nothing was created
+
+
+def test_a_request_that_would_leave_an_unloadable_state_commits_nothing(client, session_id):
+    model = TitansLM.from_pretrained("tiny-random")
+    with torch.inference_mode():
+        _, state = model(torch.tensor([[5] * 7]))
+    state.position = 2**53 - 25  # importable: the largest position is 2^53 - 1
+    assert client.put(f"/v1/sessions/{session_id}/state", content=to_bytes(state)).status_code == 200
+    answer = client.post(f"/v1/sessions/{session_id}/ingest", content="x" * 40)  # 2^53 + 15 after it
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "state_out_of_range"
+    assert session_id in answer.json()["error"]["message"]
+    assert client.get(f"/v1/sessions/{session_id}").json()["version"] == 1  # the import only
+    assert client.get(f"/v1/sessions/{session_id}/state").status_code == 200  # and it still loads
 
 
 def test_unknown_sessions_are_404_except_where_named_ids_create(client, session_id):

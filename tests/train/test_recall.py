@@ -41,7 +41,7 @@ def test_passkey_sample_layout(bpe, stream, distance):
     assert len(tokens) == 513 and len(weights) == 512 and sample.distance == distance
     question = bpe.encode_chat(passkey_messages())
     asked = find(tokens, question)
-    start, end = sample.answer
+    ((start, end),) = sample.answers
     answer = tokens[start + 1 : end + 1]  # the targets of the answer span
     passkey = bpe.decode(answer[:-1])
     assert len(passkey) == 5 and passkey.isdigit() and answer[-1] == bpe.end_of_turn_id
@@ -66,7 +66,7 @@ def test_facts_sample_asks_one_of_the_stated_facts(bpe, stream):
         rng = random.Random(index)
         sample = source.recall(rng, "facts", 100)
         text = bpe.decode(sample.tokens)
-        start, end = sample.answer
+        ((start, end),) = sample.answers
         value = bpe.decode(sample.tokens[start + 1 : end])
         asked = text.split("What is the code of the ")[1].split(" door?")[0]
         assert f"The code of the {asked} door is {value}.\n" in text
@@ -98,11 +98,11 @@ def test_samples_are_reproducible_and_mixed(bpe, stream):
     assert min(distances) < 16 and max(distances) > 64  # log-uniform: short and long ones
     for s in samples:
         assert len(s.tokens) == 257 and len(s.weights) == 256
-        assert (s.answer is None) == (s.kind == "lm")
+        assert (not s.answers) == (s.kind == "lm")
     batch = Batch.of(samples[:8])
     assert batch.inputs.shape == batch.targets.shape == batch.weights.shape == (8, 256)
     assert torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
-    assert batch.answers.sum() == sum(s.answer[1] - s.answer[0] for s in samples[:8] if s.answer)
+    assert batch.answers.sum() == sum(end - start for s in samples[:8] for start, end in s.answers)
 
 
 def test_only_language_modelling_or_only_recall(bpe, stream):

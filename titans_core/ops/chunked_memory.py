@@ -5,8 +5,13 @@ test time on ``l(M; k, v) = ||M(k) - v||^2`` (summed over features). The definit
 by token in :mod:`titans_core.ops.reference`): chunks of ``chunk_size`` tokens aligned to positions
 in the stream; for token ``t`` in a chunk starting at ``t0``::
 
-    u_t = grad_M l(M_{t0}; k_t, v_t)        S_t = eta_t S_{t-1} - theta_t u_t
+    u_t = clip(grad_M l(M_{t0}; k_t, v_t))  S_t = eta_t S_{t-1} - theta_t u_t
     M_t = (1 - alpha_t) M_{t-1} + S_t       y_t = M_t(q_t)
+
+``clip`` is the divergence guard: a token's gradient (the surprise, over all the MLP's layers) is
+scaled to norm ``max_surprise`` where it is larger (``max_surprise=None``: no guard). A memory that
+overshoots feeds itself ever larger gradients; clipped, each token moves it by at most
+``theta_t * max_surprise``, so an unstable chunk can no longer grow without bound.
 
 Every ``u_t`` of a chunk is taken at the same weights, and each layer's gradient is an outer
 product ``x_t^T delta_t`` of the layer's input and the back-propagated residual at that input. So
@@ -23,6 +28,7 @@ with momentum).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +92,8 @@ def memory_update(
     weights: list[Tensor],
     momentum: list[Tensor] | None,
     chunk_size: int,
+    *,
+    max_surprise: float | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
     """Read and update the memory over a sequence that starts at a chunk boundary.
 
@@ -93,10 +101,10 @@ def memory_update(
     ``momentum[l]`` ``[B, H, d_in, d_out]``. ``eta=None`` with ``momentum=None`` means no momentum
     (the same as ``eta = 0``); ``alpha=None`` means no forgetting (``alpha = 0``). A trailing partial
     chunk is processed as a chunk. Returns ``y`` ``[B, H, T, d_out]`` and the weights and momentum
-    after the last token.
+    after the last token. ``max_surprise`` bounds the norm of each token's gradient (the guard).
     """
     y, weights, momentum, open_chunk = memory_stream(
-        q, k, v, theta, eta, alpha, weights, momentum, chunk_size
+        q, k, v, theta, eta, alpha, weights, momentum, chunk_size, max_surprise=max_surprise
     )
     if open_chunk is not None:
         weights, momentum = commit_chunk(weights, momentum, open_chunk)
@@ -114,6 +122,8 @@ def memory_stream(
     momentum: list[Tensor] | None,
     chunk_size: int,
     open_chunk: OpenChunk | None = None,
+    *,
+    max_surprise: float | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor] | None, OpenChunk | None]:
     """:func:`memory_update` for a stream: the input continues ``open_chunk`` (if any).
 
@@ -122,12 +132,14 @@ def memory_stream(
     chunk (None when the input ends on a chunk boundary).
     """
     if isinstance(q, Tensor) and q.dim() == 4 and q.shape[2] == 1:  # a decode step
-        y, open_chunk = memory_step(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
+        y, open_chunk = memory_step(
+            q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise=max_surprise
+        )
         if open_chunk.length == chunk_size:
             weights, momentum = commit_chunk(weights, momentum, open_chunk)
             open_chunk = None
         return y, weights, momentum, open_chunk
-    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
+    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise)
     # Batch and heads are one dimension inside, so every product is a (fused) bmm.
     batch = q.shape[:2]
     q, k, v, theta, eta, alpha = (_flat(x) for x in (q, k, v, theta, eta, alpha))
@@ -153,7 +165,7 @@ def memory_stream(
         else:
             local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
         y, open_chunk = _advance_chunk(
-            q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local
+            q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local, max_surprise
         )
         outputs.append(y)
         if open_chunk.length == chunk_size:
@@ -197,9 +209,9 @@ def _unflat_list(xs: list[Tensor] | None, batch: torch.Size) -> list[Tensor] | N
     return None if xs is None else [x.unflatten(0, batch) for x in xs]
 
 
-def _advance_chunk(q, k, v, weights, momentum, open_chunk, local) -> tuple[Tensor, OpenChunk]:
+def _advance_chunk(q, k, v, weights, momentum, open_chunk, local, max_surprise) -> tuple[Tensor, OpenChunk]:
     """Add rows to the current chunk: their reads, and the chunk with them."""
-    inputs, deltas = _key_factors(k, v, weights)
+    inputs, deltas = _key_factors(k, v, weights, max_surprise)
     g, beta, f = local.g, local.beta, local.f
     s_end, m_end = local.s_end, None if local.m is None else local.m[:, -1]
     if open_chunk is not None:
@@ -232,6 +244,8 @@ def memory_step(
     momentum: list[Tensor] | None,
     chunk_size: int,
     open_chunk: OpenChunk | None = None,
+    *,
+    max_surprise: float | None = None,
 ) -> tuple[Tensor, OpenChunk]:
     """One token per stream (``T = 1``): its read, and the open chunk with its row appended.
 
@@ -240,17 +254,19 @@ def memory_step(
     deltas, ``g`` and ``s``), which add nothing, and a stream without rows yet is ``beta = m = 1``,
     ``f = 0``: that is how streams at different positions decode as one batch.
     """
-    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk)
+    _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise)
     if q.shape[2] != 1:
         raise ValueError(f"memory_step takes one token per stream, got {q.shape[2]}")
-    return _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk)
+    return _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk, max_surprise)
 
 
-def _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk) -> tuple[Tensor, OpenChunk]:
+def _advance_one(
+    q, k, v, theta, eta, alpha, weights, momentum, open_chunk, max_surprise
+) -> tuple[Tensor, OpenChunk]:
     """:func:`_advance_chunk` for one row with every product written out, on ``[B, H, ...]``
     tensors as they come: decoding is bound by the number of ops, not FLOPs.
     """
-    inputs, deltas = _key_factors(k, v, weights)
+    inputs, deltas = _key_factors(k, v, weights, max_surprise)
     theta, kept = theta[..., 0], None if alpha is None else 1 - alpha[..., 0]
     eta = None if eta is None else eta[..., 0]
     if open_chunk is None:
@@ -285,8 +301,15 @@ def _silu_grad(h: Tensor) -> Tensor:
     return s * (1 + h * (1 - s))
 
 
-def _key_factors(k: Tensor, v: Tensor, weights: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-    """Each layer's input and output-gradient at the keys: the factors of the per-token gradients."""
+def _key_factors(
+    k: Tensor, v: Tensor, weights: list[Tensor], max_surprise: float | None
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Each layer's input and output-gradient at the keys: the factors of the per-token gradients,
+    the deltas scaled so that no token's gradient is longer than ``max_surprise``.
+
+    Layer ``l``'s gradient is the outer product ``x^T delta``, of norm ``|x| |delta|``: the whole
+    gradient's norm needs no product formed, and scaling every delta of a token scales its gradient.
+    """
     inputs, pre = [k], []
     for w in weights[:-1]:
         pre.append(inputs[-1] @ w)
@@ -296,7 +319,13 @@ def _key_factors(k: Tensor, v: Tensor, weights: list[Tensor]) -> tuple[list[Tens
     for w, h in zip(reversed(weights[1:]), reversed(pre)):
         delta = (delta @ w.mT).mul_(_silu_grad(h))
         deltas.append(delta)
-    return inputs, deltas[::-1]
+    deltas = deltas[::-1]
+    if max_surprise is None:
+        return inputs, deltas
+    squared = sum(x.square().sum(-1) * d.square().sum(-1) for x, d in zip(inputs, deltas))
+    # clamp_min first: below the bound the scale is exactly 1 and no gradient flows through it
+    scale = (max_surprise * squared.clamp_min(max_surprise**2).rsqrt()).clamp(max=1.0).unsqueeze(-1)
+    return inputs, [d * scale for d in deltas]
 
 
 def _triangles(length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -393,9 +422,12 @@ def _commit(weights, momentum, chunk: OpenChunk, in_place: bool = False):
     return new_weights, new_momentum
 
 
-def _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk) -> None:
+def _check_inputs(
+    q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise
+) -> None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    check_max_surprise(max_surprise)
     if not isinstance(q, Tensor) or q.dim() != 4 or not q.is_floating_point():
         raise ValueError(f"q must be a floating-point tensor [B, H, T, d], got {describe(q)}")
     batch, heads, length, features = q.shape
@@ -426,6 +458,16 @@ def _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, ope
             _expect(f"momentum[{layer}]", s, w.shape, q)
     if open_chunk is not None:
         _check_open_chunk(open_chunk, sizes, q, chunk_size, momentum=eta is not None, decay=alpha is not None)
+
+
+def check_max_surprise(max_surprise: float | None) -> None:
+    """The guard's bound: None (off) or a positive finite number."""
+    if max_surprise is not None and (
+        isinstance(max_surprise, bool)
+        or not isinstance(max_surprise, int | float)
+        or not 0 < max_surprise < math.inf
+    ):
+        raise ValueError(f"max_surprise must be None or a positive finite number, got {max_surprise!r}")
 
 
 def _check_open_chunk(chunk, sizes, like: Tensor, chunk_size: int, momentum: bool, decay: bool) -> None:

@@ -28,6 +28,8 @@ def memory_update_reference(
     weights: list[Tensor],
     momentum: list[Tensor] | None,
     chunk_size: int,
+    *,
+    max_surprise: float | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
     """Same contract as :func:`titans_core.ops.memory_update`, computed by the definition."""
     total = q.shape[-2]
@@ -46,6 +48,10 @@ def memory_update_reference(
             row = (..., slice(t, t + 1), slice(None))
             loss = (memory_mlp(k[row], chunk_start) - v[row]).pow(2).sum()
             grads = torch.autograd.grad(loss, chunk_start, create_graph=True)
+            if max_surprise is not None:  # the guard: the whole gradient scaled to norm max_surprise
+                norm = torch.sqrt(sum(u.square().sum(dim=(-2, -1)) for u in grads))
+                scale = torch.where(norm > max_surprise, max_surprise / norm, torch.ones_like(norm))
+                grads = [u * scale[..., None, None] for u in grads]
             gate = (..., t, None, None)
             surprise = [eta[gate] * s - theta[gate] * u for s, u in zip(surprise, grads)]
             weights = [(1 - alpha[gate]) * w + s for w, s in zip(weights, surprise)]

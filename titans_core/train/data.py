@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from titans_core.tokenizer import Tokenizer
+from titans_core.train import dialogue
 from titans_core.train.corpus import Document
 from titans_core.train.recall import KINDS, RecallLayout, Sample, make_task, recall_sample
 
@@ -51,8 +52,8 @@ class Batch:
         weights = torch.tensor([s.weights for s in samples], dtype=torch.float32)
         answers = torch.zeros_like(weights, dtype=torch.bool)
         for row, sample in enumerate(samples):
-            if sample.answer is not None:
-                answers[row, sample.answer[0] : sample.answer[1]] = True
+            for start, end in sample.answers:
+                answers[row, start:end] = True
         return cls(tokens[:, :-1], tokens[:, 1:], weights, answers)
 
     def to(self, device: torch.device) -> Batch:
@@ -66,7 +67,8 @@ class SampleSource:
     Recall distances are log-uniform in ``[min_distance, max_distance]`` (capped by what fits in
     ``seq_len``): many short ones, which attention can answer and which teach the format, and many
     far beyond the attention span, which only the memory can answer. Half of the recall samples
-    start with the fact (as an ingested document does); the others after some text.
+    start with the fact (as an ingested document does); the others after some text. The kinds of
+    :data:`titans_core.train.dialogue.KINDS` are conversations over the same text.
     """
 
     def __init__(
@@ -89,9 +91,19 @@ class SampleSource:
         self.seed, self.salt = seed, salt
         self.recall_fraction, self.answer_weight, self.kinds = recall_fraction, answer_weight, kinds
         self.min_distance, self.max_distance = min_distance, max_distance
+        self.conversations = dialogue.ConversationSource(
+            tokenizer,
+            self.window,
+            answer_weight=answer_weight,
+            min_distance=min_distance,
+            max_distance=max_distance,
+        )
         if recall_fraction > 0:  # refuse now what would fail at some random step
             probe = random.Random(0)
             for kind in kinds:
+                if kind in dialogue.KINDS:
+                    self.conversations.sample(probe, kind, seq_len)
+                    continue
                 tasks = (make_task(probe, kind) for _ in range(50))
                 longest = max(RecallLayout.of(task, tokenizer).overhead() for task in tasks)
                 if longest + min_distance > seq_len + 1:
@@ -106,7 +118,10 @@ class SampleSource:
     def __getitem__(self, index: int) -> Sample:
         rng = self.rng(index)
         if rng.random() < self.recall_fraction:
-            return self.recall(rng, rng.choice(self.kinds))
+            kind = rng.choice(self.kinds)
+            if kind in dialogue.KINDS:
+                return self.conversations.sample(rng, kind, self.seq_len)
+            return self.recall(rng, kind)
         return Sample(self.window(rng, self.seq_len + 1), [1.0] * self.seq_len)
 
     def window(self, rng: random.Random, length: int) -> list[int]:

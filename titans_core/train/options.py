@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from titans_core.config import TitansConfig
-from titans_core.train.recall import KINDS
+from titans_core.train import dialogue, recall
+
+KINDS = recall.KINDS + dialogue.KINDS
 
 # Options that only change how a run is watched or paced, not what it computes: a resumed run may
 # give them new values. Every other option must match the run being resumed.
@@ -63,7 +65,7 @@ class TrainOptions:
     beta2: float = 0.95
     clip: float = 1.0  # the gradient norm is clipped to this (0: no clipping)
     recall_fraction: float = 0.5  # share of sequences that are recall tasks
-    recall_kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    recall_kinds: list[str] = field(default_factory=lambda: list(recall.KINDS))
     min_distance: int = 16  # recall distances, log-uniform; None: as far as seq_len allows
     max_distance: int | None = None
     # loss weight of each answer token relative to a text token: a few answer tokens against thousands

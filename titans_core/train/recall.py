@@ -80,13 +80,13 @@ def make_task(rng: random.Random, kind: str) -> RecallTask:
 class Sample:
     """One training sequence: ``tokens[:-1]`` in, ``tokens[1:]`` predicted with ``weights``.
 
-    ``answer`` is the span ``[start, end)`` of target positions holding the answer and its
-    ``<|end|>`` (None for plain language modelling).
+    ``answers`` are the spans ``[start, end)`` of target positions holding an answer (none for
+    plain language modelling).
     """
 
     tokens: list[int]
     weights: list[float]
-    answer: tuple[int, int] | None = None
+    answers: tuple[tuple[int, int], ...] = ()
     kind: str = "lm"
     distance: int = 0
 
@@ -167,4 +167,4 @@ def recall_sample(
         tokens, token_weights = tokens[: length + 1], token_weights[: length + 1]
     # token i is the target at position i - 1
     answer = (answer_end - len(layout.answer) - 1, answer_end - 1)
-    return Sample(tokens, token_weights[1:], answer, kind, len(filler))
+    return Sample(tokens, token_weights[1:], (answer,), kind, len(filler))

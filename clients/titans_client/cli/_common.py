@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -22,14 +24,20 @@ TIMEOUT = 3600.0  # seconds; long documents take long
 
 
 @contextmanager
-def connect(base_url: str, api_key: str | None) -> Iterator[TitansClient]:
-    """A client for the server; an API error becomes a red line on stderr and exit code 1."""
+def errors_as_messages(*also: type[Exception]) -> Iterator[None]:
+    """An API error (a ``TitansError``, or one of ``also``) becomes a red line on stderr and exit 1."""
     try:
-        with TitansClient(base_url, api_key=api_key, timeout=TIMEOUT) as client:
-            yield client
-    except TitansError as error:
+        yield
+    except (TitansError, *also) as error:
         errors.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
         raise typer.Exit(1) from error
+
+
+@contextmanager
+def connect(base_url: str, api_key: str | None) -> Iterator[TitansClient]:
+    """A client for the server; an API error becomes a red line on stderr and exit code 1."""
+    with errors_as_messages(), TitansClient(base_url, api_key=api_key, timeout=TIMEOUT) as client:
+        yield client
 
 
 def print_json(value: object) -> None:
@@ -39,3 +47,19 @@ def print_json(value: object) -> None:
     elif hasattr(value, "__dataclass_fields__"):
         value = asdict(value)
     console.out(json.dumps(value, indent=2), highlight=False)
+
+
+def requires(module: str, extra: str) -> ModuleType:
+    """``module`` of the server or the training tools, which the client alone (``pip install
+    ./clients``) does not bring: without it, one line saying what to install, and exit code 1."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        errors.print(
+            f"error: this command needs titans-serve[{extra}]: from the repository's root, "
+            f"pip install torch -e '.[{extra}]' ({error})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from error

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated
 
 import typer
 
-from titans_client.cli._common import ApiKey, BaseUrl, connect, console, errors, print_json
+from titans_client.cli._common import ApiKey, BaseUrl, connect, console, print_json, requires
 from titans_client.client import DEFAULT_URL
 
 keys = typer.Typer(help="API keys of a server (`--api-keys-file`).", no_args_is_help=True)
@@ -17,7 +15,7 @@ keys = typer.Typer(help="API keys of a server (`--api-keys-file`).", no_args_is_
 
 def serve(ctx: typer.Context) -> None:
     """Run the server: the same as `titans-server` (flags: `titans serve --help`)."""
-    _server_part("titans_server.__main__").main(ctx.args)
+    requires("titans_server.__main__", "server").main(ctx.args)
 
 
 def models(
@@ -41,7 +39,7 @@ def add_key(
     file: Annotated[Path, typer.Option("--file", "-f", help="the server's keys file (created if missing)")],
 ) -> None:
     """Make a new key for TENANT: its hash goes into the file, the key itself is printed once."""
-    auth = _server_part("titans_server.auth")
+    auth = requires("titans_server.auth", "server")
     if not auth.TENANT_NAME.fullmatch(tenant):
         raise typer.BadParameter("1-64 letters, digits or ._-", param_hint="TENANT")
     key = auth.new_key()
@@ -51,12 +49,3 @@ def add_key(
         out.write(f"{separator}{tenant} {auth.hash_key(key)}\n")
     file.chmod(0o600)
     console.out(key)
-
-
-def _server_part(module: str) -> ModuleType:
-    """A module of the server, which `pip install 'titans-serve[client]'` alone does not bring."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        errors.print(f"error: this command needs the server: pip install 'titans-serve[server]' ({error})")
-        raise typer.Exit(1) from error

