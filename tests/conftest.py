@@ -43,13 +43,19 @@ class Server:
 
     ``command`` and ``env`` replace the command line and the whole environment (the container's
     command, configured by its variables); such a command is told its port by ``TITANS_PORT``.
+    ``cwd`` is the process's working directory (None: the tests').
     """
 
     def __init__(
-        self, data_dir: Path, *args: str, command: list[str] | None = None, env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        *args: str,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ):
         self.data_dir, self.args = data_dir, args
-        self.command, self.env = command, env
+        self.command, self.env, self.cwd = command, env, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -61,7 +67,7 @@ class Server:
         if self.command is not None:
             command, env["TITANS_PORT"] = self.command, str(self.port)
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -89,7 +95,7 @@ def server(tmp_path_factory) -> Server:
 
 @pytest.fixture
 def start_server(tmp_path):
-    """``start_server(data_dir, *flags, command=..., env=...)``: another server process (see
+    """``start_server(data_dir, *flags, command=..., env=..., cwd=...)``: another server process (see
     ``Server``), stopped after the test."""
     started: list[Server] = []
 

@@ -56,3 +56,61 @@ def test_readme_shell_examples_run(server, tmp_path):
         assert done.returncode == 0, f"{line}\n{done.stderr}"
         if line.startswith("curl "):
             assert '"error"' not in done.stdout, f"{line}\n{done.stdout}"
+
+
+def run_the_server_section() -> str:
+    return README.read_text().split("## Run the server", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_run_the_server_section_works_as_written_from_a_fresh_copy(start_server, tmp_path):
+    """A new user's first minutes: a copy of the repository as the working directory, the section's
+    `titans-server` line with only a free port added (the shipped default model, the embedded
+    Redis under the relative ./data), its curl lines, then its openai snippet, whose reply names Ada."""
+    section = run_the_server_section()
+    copy = tmp_path / "titans-serve"
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=README.parent, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (copy / name).write_bytes((README.parent / name).read_bytes())
+    (command,) = [
+        line.split("#")[0].split() for line in section.splitlines() if line.startswith("titans-server")
+    ]
+    assert command == ["titans-server"]
+    server = start_server(
+        copy / "data", command=[str(Path(sys.executable).parent / "titans-server")], cwd=copy
+    )
+    port = server.url.rsplit(":", 1)[1]
+    (copy / "book.txt").write_text("It was the best of times, it was the worst of times. " * 30)
+    curls = [
+        line
+        for block in re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.startswith("curl ")
+    ]
+    assert len(curls) >= 3
+    for line in curls:
+        done = subprocess.run(
+            [
+                "bash",
+                "-c",
+                "set -o pipefail; " + line.split("  #")[0].replace("localhost:8000", f"localhost:{port}"),
+            ],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0 and '"error"' not in done.stdout, f"{line}\n{done.stdout}{done.stderr}"
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    done = subprocess.run(
+        [sys.executable, "-c", snippet.replace("localhost:8000", f"localhost:{port}")],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Ada" in done.stdout, done.stdout
+    assert (copy / "data").is_dir()  # the relative default data dir, under the working directory

@@ -13,6 +13,10 @@ training never used. Four parts:
 - ``document``: an ingested document states two to four facts among filler; two chat calls; one
   question about one of them.
 - ``ordinary``: 50 everyday prompts; a reply counts if it is words, not a bare number.
+- ``stream``: one session takes in ``stream_tokens`` tokens of filler text and chat calls, in
+  turns; the server refuses to commit a state that is not finite or out of bounds, so every
+  committed piece is a check. Then ``trials`` forks of it each run a ``facts`` trial (name, city,
+  number in turn): the memory still learns after a million tokens.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from titans_client import prompts
 from titans_client.client import TitansClient
 from titans_client.evals import CLASSIC_FILLER, cut, filler_chars_for, forget
 
-PARTS = ("facts", "passkey", "document", "ordinary")
+PARTS = ("facts", "passkey", "document", "ordinary", "stream")
+STREAM_PIECE_TOKENS = 50_000  # ingested per call while streaming; a chat call follows each
 DISTANCE_BINS = (0, 256, 512, 1024, 2048, 4096)
 REPLY_TOKENS = 48
 DOCUMENT_THINGS = ("locker code", "PIN")
@@ -155,8 +160,10 @@ class ConversationEval:
         self.client.reset_session(talk.session)
         return talk.ask([{"role": "user", "content": question}])
 
-    def fact(self, kind: str, distance: int) -> Trial:
+    def fact(self, kind: str, distance: int, fork_of: str | None = None) -> Trial:
         talk = self.conversation()
+        if fork_of is not None:
+            self.client.fork_session(fork_of, talk.session)
         try:
             value = held_out_value(self.rng, kind)
             talk.say(prompts.statement(kind, value))
@@ -165,7 +172,8 @@ class ConversationEval:
             between = self.tokens_seen(talk.session) - told
             question = prompts.question(kind)
             reply = talk.say(question)
-            return Trial("facts", kind, value, reply, self.ablation(talk, question), between)
+            part = "facts" if fork_of is None else "stream"
+            return Trial(part, kind, value, reply, self.ablation(talk, question), between)
         finally:
             forget(self.client, talk.session)
 
@@ -207,6 +215,18 @@ class ConversationEval:
         finally:
             forget(self.client, talk.session)
 
+    def stream(self, tokens: int, on_piece: Callable[[int], None] | None = None) -> str:
+        """A session that has taken in ``tokens`` tokens of filler and chat; its id."""
+        talk = self.conversation()
+        chars = filler_chars_for(self.client, self.run, self.filler, min(tokens, STREAM_PIECE_TOKENS))
+        while self.tokens_seen(talk.session) < tokens:
+            self.client.ingest(talk.session, cut(self.filler, self.rng.randrange(len(self.filler)), chars))
+            talk.history = []  # a new conversation after each document, as a user would start one
+            talk.say(self.rng.choice(ORDINARY_PROMPTS))
+            if on_piece is not None:
+                on_piece(self.tokens_seen(talk.session))
+        return talk.session
+
     def ordinary(self, prompt: str) -> Trial:
         talk = self.conversation()
         try:
@@ -224,6 +244,7 @@ def conversation(
     passkey_distances: tuple[int, ...] = (4096, 16384),
     filler: str = CLASSIC_FILLER,
     parts: tuple[str, ...] = PARTS,
+    stream_tokens: int = 1_000_000,
     seed: int = 0,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> dict:
@@ -257,6 +278,16 @@ def conversation(
         if "ordinary" in parts:
             for prompt in ORDINARY_PROMPTS:
                 record(evaluation.ordinary(prompt))
+        streamed = None
+        if "stream" in parts:
+            long = evaluation.stream(stream_tokens)
+            try:
+                streamed = evaluation.tokens_seen(long)
+                for index in range(trials):
+                    kind = prompts.FACT_KINDS[index % len(prompts.FACT_KINDS)]
+                    record(evaluation.fact(kind, distance, fork_of=long))
+            finally:
+                forget(evaluation.client, long)
         model = evaluation.model
     finally:
         evaluation.close()
@@ -266,6 +297,7 @@ def conversation(
         "trials": trials,
         "distance": distance,
         "passkey_distances": list(passkey_distances),
+        **({"streamed_tokens": streamed} if streamed is not None else {}),
         "seed": seed,
         "model": model,
         "seconds": time.perf_counter() - begin,
@@ -298,6 +330,9 @@ def _report(done: list[Trial]) -> dict:
     passkeys = {kind: recall(ts) for (part, kind), ts in groups.items() if part == "passkey"}
     if passkeys:
         report["passkey"] = passkeys
+    streamed = [t for t in done if t.part == "stream"]
+    if streamed:
+        report["stream"] = recall(streamed)
     documents = [t for t in done if t.part == "document"]
     if documents:
         report["document"] = recall(documents)

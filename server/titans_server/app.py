@@ -11,10 +11,12 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import torch
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
 from titans_server.auth import Keyring
+from titans_server.docs import DocsStayLocal
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
 from titans_server.limits import BodyLimit
@@ -87,9 +89,11 @@ def create_app(settings: Settings) -> FastAPI:
             yield
 
     errors = {status: {**about, "model": ErrorBody} for status, about in ERROR_RESPONSES.items()}
-    app = FastAPI(title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors)
+    # /docs and /redoc with Swagger UI's and ReDoc's assets from the fastapi-offline package, not a CDN.
+    app = FastAPIOffline(title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(DocsStayLocal)
     for module in (openai, sessions, health):
         app.include_router(module.router)
     return app

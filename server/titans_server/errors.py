@@ -63,9 +63,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
-        where = [
-            str(part) for part in first.get("loc", ()) if part not in ("body", "query", "header", "path")
-        ]
+        # Malformed JSON is located by a byte offset, which is no field a client could fix.
+        location = () if first.get("type") == "json_invalid" else first.get("loc", ())
+        where = [str(part) for part in location if part not in ("body", "query", "header", "path")]
         param = ".".join(where) or None
         message = f"{param}: {first.get('msg', 'invalid')}" if param else first.get("msg", "invalid request")
         return APIError(400, message, param=param, code="invalid_value").response()

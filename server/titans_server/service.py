@@ -58,10 +58,24 @@ class Service:
         metrics: Metrics,
     ):
         self.settings, self.model, self.model_id = settings, model, model_id
+        # What a request's ``model`` may name: the served id first (clients pick the first listed),
+        # then "default", which the README's examples send whatever model a server runs.
+        self.model_names = list(dict.fromkeys([model_id, "default"]))
         self.tokenizer = model.tokenizer
         self.store, self.engine, self.metrics = store, engine, metrics
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self.started = int(time.time())
+
+    def check_model(self, name: str | None) -> None:
+        """A request for a model we do not serve is OpenAI's 404, not quietly another model's reply."""
+        if name is not None and name not in self.model_names:
+            served = ", ".join(self.model_names)
+            raise APIError(
+                404,
+                f"model {name!r} is not served here; it serves {served}",
+                param="model",
+                code="model_not_found",
+            )
 
     @asynccontextmanager
     async def session(

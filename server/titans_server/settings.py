@@ -21,7 +21,10 @@ class Settings(BaseSettings):
     model: str = Field(
         "default", description="'default' or 'shakespeare' (shipped), 'tiny-random' or a checkpoint directory"
     )
-    data_dir: Path = Field(Path("./data"), description="where the embedded Redis keeps its files")
+    data_dir: Path = Field(
+        Path("./data"),
+        description="where the embedded Redis keeps its files (relative: to the working directory)",
+    )
     redis_url: str | None = Field(
         None, description="redis:// or rediss:// URL of an external Redis; unset: start an embedded one"
     )

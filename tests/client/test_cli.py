@@ -80,7 +80,7 @@ def test_sessions_commands(server, tmp_path):
 
 def test_models_and_the_base_url_flag(server):
     listed = titans("models", "--base-url", server.url)
-    assert listed.returncode == 0 and listed.stdout.strip() == "tiny-random"
+    assert listed.returncode == 0 and listed.stdout.split() == ["tiny-random", "default"]
     nowhere = titans("models", "--base-url", "http://127.0.0.1:9")
     assert nowhere.returncode == 1 and "failed" in nowhere.stderr
 
@@ -103,4 +103,4 @@ def test_keys_add_makes_a_key_the_server_accepts(start_server, tmp_path):
 def test_serve_runs_the_server(start_server, tmp_path):
     data = tmp_path / "data"
     served = start_server(data, command=[TITANS, "serve", "--model", "tiny-random", "--data-dir", str(data)])
-    assert titans("models", server=served).stdout.strip() == "tiny-random"
+    assert titans("models", server=served).stdout.split() == ["tiny-random", "default"]

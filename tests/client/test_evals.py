@@ -58,3 +58,20 @@ def test_ingest_loss_compares_a_remembering_session_with_a_fresh_one(server, tmp
     assert report["gap"] == report["loss_fresh"] - report["loss_after_first_half"]
     assert all(report[k] > 0 for k in ("loss_fresh", "loss_after_first_half"))
     assert eval_sessions(server) == []
+
+
+def test_conversation_reports_every_part_with_its_ablation(server):
+    report = run_eval(
+        server, "conversation", "--trials", "2", "--distance", "40", "--passkey-distance", "30",
+        "--stream-tokens", "400", "--json",
+    )  # fmt: skip
+    assert set(report["facts"]) == {"name", "city", "number"}
+    for numbers in [*report["facts"].values(), *report["passkey"].values(), report["document"]]:
+        assert 0 <= numbers["accuracy"] <= 1 and 0 <= numbers["ablation_accuracy"] <= 1
+    assert all(n["trials"] == 2 and n["mean_distance_tokens"] >= 40 for n in report["facts"].values())
+    assert report["passkey"]["30"]["trials"] == 2 and report["document"]["trials"] == 2
+    assert sum(n["trials"] for n in report["facts_by_distance"].values()) == 6
+    assert report["ordinary"]["prompts"] == 50 and 0 <= report["ordinary"]["words_rate"] <= 1
+    assert report["streamed_tokens"] >= 400 and report["stream"]["trials"] == 2
+    assert report["model"] == "tiny-random"
+    assert eval_sessions(server) == []  # every session it made is gone

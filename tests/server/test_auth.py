@@ -98,7 +98,9 @@ def test_the_openai_sdk_sends_its_api_key(secured, keys):
     from openai import AuthenticationError, OpenAI
 
     good = OpenAI(base_url=secured.url + "/v1", api_key=keys["globex"], max_retries=0)
-    reply = good.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], **GREEDY)
+    reply = good.chat.completions.create(
+        model="tiny-random", messages=[{"role": "user", "content": "hi"}], **GREEDY
+    )
     assert reply.choices[0].finish_reason in ("stop", "length")
     bad = OpenAI(base_url=secured.url + "/v1", api_key="not-a-key", max_retries=0)
     with pytest.raises(AuthenticationError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import sys
 import time
 
 import httpx
@@ -63,6 +64,18 @@ def test_one_data_dir_has_one_server(start_server, tmp_path):
         start_server(tmp_path / "data")
     assert httpx.get(first.url + "/ready").status_code == 200
     assert len(redis_servers_on(tmp_path / "data")) == 1
+
+
+def test_the_default_relative_data_dir_works(start_server, tmp_path):
+    """Without --data-dir the server keeps its Redis in ./data, below its working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    command = [sys.executable, "-m", "titans_server", "--model", "tiny-random"]
+    server = start_server(work / "data", command=command, cwd=work)
+    assert httpx.get(server.url + "/ready").status_code == 200
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30).status_code == 200
+    assert len(redis_servers_on(work / "data")) == 1
 
 
 def test_a_corrupt_state_harms_only_its_session(start_server, tmp_path):

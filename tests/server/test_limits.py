@@ -20,6 +20,8 @@ def limited(start_server, tmp_path):
         "2",
         "--request-timeout",
         "2",
+        "--max-new-tokens",
+        "1000000",  # a generation no machine finishes within the timeout
     )
     with httpx.Client(base_url=server.url, timeout=60) as client:
         yield client
@@ -78,7 +80,9 @@ def test_a_tenant_holds_a_bounded_number_of_sessions(limited):
 
 def test_a_request_past_the_timeout_is_cancelled_and_nothing_is_committed(limited):
     assert limited.post("/v1/sessions", json={"id": "slow"}).status_code == 201
-    endless = {"prompt": "a", "max_tokens": 512, "min_tokens": 512, "ignore_eos": True, "session_id": "slow"}
+    many = 1_000_000
+    endless = {"prompt": "a", "max_tokens": many, "min_tokens": many, "ignore_eos": True}
+    endless["session_id"] = "slow"
     answer = limited.post("/v1/completions", json=endless)
     assert answer.status_code == 504 and answer.json()["error"]["code"] == "timeout"
     assert limited.get("/v1/sessions/slow").json()["version"] == 0

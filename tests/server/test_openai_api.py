@@ -8,8 +8,30 @@ from openai import BadRequestError
 GREEDY = dict(model="tiny-random", temperature=0, max_tokens=8)
 
 
-def test_models_lists_the_served_model(openai_client):
-    assert [m.id for m in openai_client.models.list().data] == ["tiny-random"]
+def test_models_lists_the_served_model_then_its_alias(openai_client):
+    assert [m.id for m in openai_client.models.list().data] == ["tiny-random", "default"]
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}),
+        ("/v1/completions", {"prompt": "x"}),
+    ],
+)
+def test_a_model_not_served_is_openai_404_model_not_found(client, path, body):
+    for stream in (False, True):
+        response = client.post(path, json={**body, "model": "gpt-4", "stream": stream, "max_tokens": 1})
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert (error["type"], error["param"], error["code"]) == (
+            "not_found_error",
+            "model",
+            "model_not_found",
+        )
+        assert "'gpt-4'" in error["message"]
+    for name in ("tiny-random", "default"):
+        assert client.post(path, json={**body, "model": name, "max_tokens": 1}).status_code == 200
 
 
 def test_chat_completion_has_openai_shape_and_usage(openai_client):
@@ -106,7 +128,9 @@ def test_bad_requests_get_400_in_openai_shape(client, body, param):
 
 def test_the_sdk_raises_on_bad_requests(openai_client):
     with pytest.raises(BadRequestError):
-        openai_client.chat.completions.create(messages=[{"role": "user", "content": "x"}], model="m", n=3)
+        openai_client.chat.completions.create(
+            messages=[{"role": "user", "content": "x"}], model="tiny-random", n=3
+        )
 
 
 def test_a_bad_session_header_is_refused(client):
@@ -117,7 +141,8 @@ def test_a_bad_session_header_is_refused(client):
 
 def test_malformed_json_is_400(client):
     response = client.post("/v1/completions", content=b"{nope", headers={"content-type": "application/json"})
-    assert response.status_code == 400 and "error" in response.json()
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] is None  # not the byte offset of the fault
 
 
 def test_stream_events_are_sse_with_done(client):
@@ -131,7 +156,7 @@ def test_stream_events_are_sse_with_done(client):
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_stop_string_cuts_the_reply_before_it(openai_client, stream):
     settings = dict(
-        prompt="Stop me", model="m", temperature=0, max_tokens=24, extra_body={"ignore_eos": True}
+        prompt="Stop me", model="tiny-random", temperature=0, max_tokens=24, extra_body={"ignore_eos": True}
     )
     full = openai_client.completions.create(**settings).choices[0].text
     assert len(full) >= 6

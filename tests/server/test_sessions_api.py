@@ -132,7 +132,9 @@ def test_unknown_sessions_are_404_except_where_named_ids_create(client, session_
         ("GET", "/state"),
     ]:
         response = client.request(method, f"/v1/sessions/{session_id}{path}")
-        assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("session_not_found", "session_id"), (method, path)
 
 
 @pytest.mark.parametrize("form", ["text/plain", "json", "multipart"])

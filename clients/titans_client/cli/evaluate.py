@@ -84,6 +84,9 @@ def conversation(
     filler: Annotated[
         Path | None, typer.Option(exists=True, dir_okay=False, help="filler text (default: the classic)")
     ] = None,
+    stream_tokens: Annotated[
+        int, typer.Option(min=1, help="tokens streamed into one session before the stream part's facts")
+    ] = 1_000_000,
     seed: Annotated[int, typer.Option(help="seed of the values, prompts and filler offsets")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON report")] = False,
     base_url: BaseUrl = DEFAULT_URL,
@@ -92,15 +95,16 @@ def conversation(
     """Tell a session facts in chat and ask for them calls later, through the openai SDK.
 
     Recall by fact kind and by distance, each with its ablation (the session reset before the
-    question); a passkey with chat turns between; facts in an ingested document; and whether
-    everyday prompts get replies in words. The JSON report comes last.
+    question); a passkey with chat turns between; facts in an ingested document; whether everyday
+    prompts get replies in words; and facts told after a million streamed tokens. The JSON report
+    comes last.
     """
     parts = tuple(part or conversation_eval.PARTS)
     distances = tuple(passkey_distance or (4096, 16384))
     text = evals.CLASSIC_FILLER if filler is None else filler.read_text()
     facts = trials * len(conversation_eval.prompts.FACT_KINDS) * ("facts" in parts)
     total = facts + trials * len(distances) * ("passkey" in parts) + trials * ("document" in parts)
-    total += len(conversation_eval.ORDINARY_PROMPTS) * ("ordinary" in parts)
+    total += len(conversation_eval.ORDINARY_PROMPTS) * ("ordinary" in parts) + trials * ("stream" in parts)
     columns = (TextColumn("conversation"), BarColumn(), MofNCompleteColumn())
     import openai
 
@@ -114,6 +118,7 @@ def conversation(
             passkey_distances=distances,
             filler=text,
             parts=parts,
+            stream_tokens=stream_tokens,
             seed=seed,
             on_trial=lambda _: bar.advance(task),
         )
@@ -132,6 +137,12 @@ def conversation(
             numbers = report["document"]
             console.print(
                 f"document facts: {numbers['accuracy']:.0%}, ablation {numbers['ablation_accuracy']:.0%}"
+            )
+        if "stream" in report:
+            numbers = report["stream"]
+            console.print(
+                f"facts after {report['streamed_tokens']:,} streamed tokens: {numbers['accuracy']:.0%}, "
+                f"ablation {numbers['ablation_accuracy']:.0%}"
             )
         if "ordinary" in report:
             console.print(f"ordinary prompts answered in words: {report['ordinary']['words_rate']:.0%}")

@@ -97,11 +97,12 @@ def train(
         float | None, Opt(help="share of recall sequences (default: 0.5)", rich_help_panel=Recall)
     ] = None,
     recall_kind: Annotated[
-        list[str] | None, Opt(
+        list[str] | None,
+        Opt(
             help="passkey, facts, chat, document, passkey-chat (repeat; a kind given twice is drawn "
             "twice as often) (default: passkey, facts)",
             rich_help_panel=Recall,
-        )
+        ),
     ] = None,
     min_distance: Annotated[
         int | None, Opt(help="shortest fact-question distance (default: 16)", rich_help_panel=Recall)

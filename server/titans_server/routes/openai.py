@@ -97,6 +97,7 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, tenant: Tenant, x_session_id: str | None = Header(None)
 ):
     service: Service = request.app.state.service
+    service.check_model(body.model)
     session_id = session_of(body, x_session_id)
     params = service.sampling(body, [service.tokenizer.end_of_turn_id])  # a bad value is 400, not mid-stream
     ident, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
@@ -132,6 +133,7 @@ async def completions(
     body: CompletionRequest, request: Request, tenant: Tenant, x_session_id: str | None = Header(None)
 ):
     service: Service = request.app.state.service
+    service.check_model(body.model)
     session_id = session_of(body, x_session_id)
     params = service.sampling(body, [service.tokenizer.end_of_text_id])
     ident, created = "cmpl-" + secrets.token_hex(12), int(time.time())
@@ -158,13 +160,11 @@ async def completions(
 @router.get("/v1/models", dependencies=[Depends(tenant_of)])
 async def models(request: Request) -> dict:
     service: Service = request.app.state.service
-    model = {
-        "id": service.model_id,
-        "object": "model",
-        "created": service.started,
-        "owned_by": "titans-serve",
-    }
-    return {"object": "list", "data": [model]}
+    models = [
+        {"id": name, "object": "model", "created": service.started, "owned_by": "titans-serve"}
+        for name in service.model_names
+    ]
+    return {"object": "list", "data": models}
 
 
 def stream_response(

@@ -70,7 +70,7 @@ async def get_session(session_id: str, request: Request, tenant: Tenant) -> dict
     service = service_of(request)
     meta = await service.call_store(service.store.get(tenant, checked(session_id)))
     if meta is None:
-        raise APIError(404, f"no session {session_id!r}", code="session_not_found")
+        raise APIError(404, f"no session {session_id!r}", param="session_id", code="session_not_found")
     return meta.public()
 
 
