@@ -313,6 +313,9 @@ def _report(done: list[Trial]) -> dict:
             **share(trials, lambda t: t.correct),
             "ablation_accuracy": sum(t.ablation_correct for t in trials) / len(trials),
             "mean_distance_tokens": sum(t.distance_tokens for t in trials) / len(trials),
+            "examples": [
+                {"value": t.value, "reply": t.reply, "ablation_reply": t.ablation_reply} for t in trials[:3]
+            ],
         }
 
     report: dict = {}

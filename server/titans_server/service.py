@@ -7,6 +7,8 @@ in arrival order; other sessions proceed in parallel and batch together in the e
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,13 +16,56 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
-from titans_core.state import check_state, from_bytes, to_bytes
+from titans_core.state import MAX_POSITION, check_state, from_bytes, state_shapes, to_bytes
 from titans_server import transcript
 from titans_server.engine import Engine, EngineOverloaded, Job, NotFinite
 from titans_server.errors import APIError
 from titans_server.metrics import Metrics
 from titans_server.settings import Settings
 from titans_server.store import LeaseBusy, SessionMeta, SessionStore, StoreUnavailable, VersionConflict
+
+# Text encoded per call: a few ms with the GIL held (the tokenizer keeps it), so the event loop
+# gets its turn between pieces and /health keeps answering while a document is tokenised.
+PIECE_CHARS = 4096
+_CUT = re.compile(r"\S[ \t\n\r]")  # between a non-space and a space: where a piece may end
+
+
+def encode_capped(tokenizer, text: str, limit: int, piece: int = PIECE_CHARS) -> list[int] | None:
+    """``text``'s tokens, or None as soon as there are more than ``limit`` (the rest is never encoded).
+
+    Encoded piece by piece (run it in a worker thread). Pieces end between a non-space and a space,
+    where a byte-level BPE pre-tokenizer always splits, so the tokens are a whole-text encode's;
+    a run of ``4 * piece`` characters without a space (no word of any text) is cut where it stands.
+    """
+    tokens: list[int] = []
+    start = 0
+    while start < len(text):
+        longest = start + 4 * piece
+        found = _CUT.search(text, start + piece - 1, longest + 1)
+        end = found.start() + 1 if found else longest
+        tokens += tokenizer.encode(text[start:end])
+        if len(tokens) > limit:
+            return None
+        start = end
+    return tokens
+
+
+def header_cap(config) -> int:
+    """The largest safetensors header an imported state may have: four times a real state's at the
+    longest position (every optional tensor, the widest numbers), plus 64 KiB of metadata. Parsing a
+    hostile header beyond it would hold the GIL for seconds and take gigabytes."""
+    shapes = state_shapes(config, MAX_POSITION - 1, 1)
+    entry = {"dtype": "F32", "data_offsets": [2**63, 2**63]}
+    header = {name: {**entry, "shape": list(shape)} for name, shape in shapes.items()}
+    return 4 * len(json.dumps(header)) + (64 << 10)
+
+
+def abandoned() -> bool:
+    """Whether this task was asked to cancel, even if a library swallowed the CancelledError (redis-py's
+    asyncio calls now and then finish normally after ``Task.cancel()``). Python 3.11+ counts the
+    requests (``Task.cancelling``); on 3.10 only a CancelledError that reaches us tells."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is not None and cancelling() > 0
 
 
 @dataclass
@@ -64,6 +109,7 @@ class Service:
         self.tokenizer = model.tokenizer
         self.store, self.engine, self.metrics = store, engine, metrics
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.state_header_cap = header_cap(model.config)
         self.started = int(time.time())
 
     def check_model(self, name: str | None) -> None:
@@ -189,6 +235,8 @@ class Service:
         meta.version = max(opened.expected, 0) + counts
         meta.tokens_seen = 0 if state is None else state.position
         blob = None if state is None else to_bytes(state)
+        if abandoned():  # the client left (or a shutdown cut in): whatever swallowed it, commit nothing
+            raise asyncio.CancelledError
         # Shielded: a client that leaves mid-commit must not cut it between its Redis calls, and
         # the session is held until it has landed.
         landing = asyncio.ensure_future(self.store.commit(opened.tenant, meta, opened.expected, blob))
@@ -277,6 +325,8 @@ class Service:
         timeout = self.settings.request_timeout or None
         try:
             with self.metrics.running.track_inprogress():
+                if abandoned():  # a cancellation swallowed on the way here: do not start the work
+                    raise asyncio.CancelledError
                 await asyncio.wait_for(self.engine.run(job), timeout)
         except EngineOverloaded as error:
             raise APIError(429, str(error), code="overloaded", headers={"Retry-After": "1"}) from error
@@ -302,7 +352,16 @@ class Service:
             raise APIError(500, f"{what} failed: {job.error}", code="engine_error")
 
     def parse_state(self, data: bytes) -> ModelState:
-        """Imported bytes, validated; a state of another model is 422, anything malformed 400."""
+        """Imported bytes, validated; a state of another model is 422, anything malformed 400. A header
+        larger than any state of this model needs is refused before it is parsed."""
+        declared = int.from_bytes(data[:8], "little")
+        if declared > self.state_header_cap:
+            raise APIError(
+                400,
+                f"not a valid state: a {declared:,}-byte header, and a state of this model needs at most "
+                f"{self.state_header_cap:,}",
+                code="invalid_state",
+            )
         try:
             return from_bytes(data, self.model.config)
         except StateMismatchError as error:

@@ -18,9 +18,7 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 for every one)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
-    model: str = Field(
-        "default", description="'default' or 'shakespeare' (shipped), 'tiny-random' or a checkpoint directory"
-    )
+    model: str = Field("default", description="'default' (shipped), 'tiny-random' or a checkpoint directory")
     data_dir: Path = Field(
         Path("./data"),
         description="where the embedded Redis keeps its files (relative: to the working directory)",

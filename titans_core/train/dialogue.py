@@ -45,10 +45,9 @@ LOCALES = (
     "en_US", "en_GB", "en_IE", "de_DE", "fr_FR", "es_ES", "it_IT", "pt_PT", "pt_BR", "nl_NL",
     "pl_PL", "sv_SE", "da_DK", "fi_FI", "cs_CZ", "ro_RO", "hu_HU", "tr_TR", "id_ID", "es_MX",
 )  # fmt: skip
-NUMBER_THINGS = (
-    "locker code", "PIN", "room number", "door code", "ticket number", "badge number",
-    "seat number", "bus number", "order number", "phone extension", "lucky number", "team number",
-)  # fmt: skip
+# A few things a number can be: the assistant copies the thing from the question into its answer
+# ("Your PIN is ..."), which a small model learns for a few and not for a dozen.
+NUMBER_THINGS = ("locker code", "PIN", "room number", "door code")
 HELD_OUT_EIGHTHS = 1  # values whose hash's first byte is below 32 (1/8) are held out
 
 
@@ -384,7 +383,10 @@ class ConversationSource:
 
     def _chat(self, rng: random.Random, budget: int) -> tuple[_Stream, int]:
         stream = _Stream()
-        facts = draw_facts(rng, rng.sample(FACT_KINDS, rng.randint(1, 3)))
+        kinds = rng.sample(FACT_KINDS, rng.randint(1, 3))
+        if "number" not in kinds and rng.random() < 0.6:  # numbers in most chats: they are learnt first
+            kinds[0] = "number"
+        facts = draw_facts(rng, kinds)
         if rng.random() < 0.3:
             self.document(stream, self.text(rng, rng.randint(8, max(8, budget // 8))))
         told_at = []

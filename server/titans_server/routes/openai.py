@@ -212,7 +212,13 @@ def stream_response(
                 yield {"data": json.dumps(usage_chunk(outcome))}
             yield {"data": "[DONE]"}
         finally:
-            if not task.done():
-                task.cancel()
+            abandon(task)
 
     return EventSourceResponse(events(), ping=15)
+
+
+def abandon(task: asyncio.Future) -> None:
+    """Cancel the work of a stream that ended (the client left): nothing is committed, and its outcome,
+    wanted by no one, is dropped rather than logged as "Task exception was never retrieved"."""
+    task.cancel()
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())

@@ -14,9 +14,9 @@ from sse_starlette.sse import EventSourceResponse
 from titans_core.state import to_bytes
 from titans_server.auth import Tenant
 from titans_server.errors import APIError, log
-from titans_server.routes.openai import STREAMS
+from titans_server.routes.openai import STREAMS, abandon
 from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork, is_session_id
-from titans_server.service import Service, new_session_id
+from titans_server.service import Service, encode_capped, new_session_id
 from titans_server.store import SessionMeta
 
 router = APIRouter(prefix="/v1/sessions")
@@ -150,17 +150,16 @@ async def import_state(session_id: str, request: Request, tenant: Tenant) -> dic
 @router.post("/{session_id}/ingest", responses=STREAMS)
 async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool = False):
     service = service_of(request)
+    checked(session_id)  # before the body is read (and the key before that: a dependency)
     text = await document_of(request)
-    tokens = await asyncio.to_thread(service.tokenizer.encode, text)  # megabytes: off the event loop
+    limit = service.settings.max_ingest_tokens
+    tokens = await asyncio.to_thread(encode_capped, service.tokenizer, text, limit)
+    if tokens is None:
+        raise APIError(
+            413, f"the document has more than {limit} tokens (--max-ingest-tokens)", code="request_too_large"
+        )
     if not tokens:
         raise APIError(400, "the document is empty", code="empty_document")
-    if len(tokens) > service.settings.max_ingest_tokens:
-        raise APIError(
-            413,
-            f"the document has {len(tokens)} tokens; at most {service.settings.max_ingest_tokens}",
-            code="request_too_large",
-        )
-    checked(session_id)
 
     async def work(on_progress) -> dict:
         async with service.session(tenant, session_id, create=True) as opened:
@@ -191,8 +190,7 @@ async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool
                 log.exception("ingestion failed", exc_info=error)
                 yield {"event": "error", "data": json.dumps(APIError(500, "internal error").body())}
         finally:
-            if not task.done():
-                task.cancel()
+            abandon(task)
 
     return EventSourceResponse(events(), ping=15)
 
