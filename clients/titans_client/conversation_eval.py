@@ -103,8 +103,8 @@ def held_out_value(rng: random.Random, kind: str) -> str:
 class _Conversation:
     """One session's conversation as an SDK user holds it: the history, resent whole each call."""
 
-    def __init__(self, chat: OpenAI, model: str, session: str):
-        self.chat, self.model, self.session = chat, model, session
+    def __init__(self, chat: OpenAI, model: str, session: str, reply_tokens: int):
+        self.chat, self.model, self.session, self.reply_tokens = chat, model, session, reply_tokens
         self.history: list[dict[str, str]] = []
 
     def say(self, content: str) -> str:
@@ -118,7 +118,7 @@ class _Conversation:
             model=self.model,
             messages=messages,
             temperature=0,
-            max_tokens=REPLY_TOKENS,
+            max_tokens=self.reply_tokens,
             extra_headers={"X-Session-Id": self.session},
         )
         return response.choices[0].message.content or ""
@@ -127,11 +127,11 @@ class _Conversation:
 class ConversationEval:
     """The four parts against one server; each returns its trials."""
 
-    def __init__(self, base_url: str, api_key: str | None, filler: str, seed: int):
+    def __init__(self, base_url: str, api_key: str | None, filler: str, seed: int, reply_tokens: int):
         self.client = TitansClient(base_url, api_key=api_key, timeout=3600.0)
         self.chat = OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key=api_key or "unused", timeout=3600.0)
         self.model = self.client.models()[0].id
-        self.filler, self.rng = filler, random.Random(seed)
+        self.filler, self.rng, self.reply_tokens = filler, random.Random(seed), reply_tokens
         self.run = "eval-" + secrets.token_hex(4)
         self.sessions = 0
 
@@ -141,7 +141,7 @@ class ConversationEval:
 
     def conversation(self) -> _Conversation:
         self.sessions += 1
-        return _Conversation(self.chat, self.model, f"{self.run}-{self.sessions}")
+        return _Conversation(self.chat, self.model, f"{self.run}-{self.sessions}", self.reply_tokens)
 
     def tokens_seen(self, session: str) -> int:
         return self.client.get_session(session).tokens_seen
@@ -218,6 +218,7 @@ class ConversationEval:
     def stream(self, tokens: int, on_piece: Callable[[int], None] | None = None) -> str:
         """A session that has taken in ``tokens`` tokens of filler and chat; its id."""
         talk = self.conversation()
+        self.client.create_session(talk.session)
         chars = filler_chars_for(self.client, self.run, self.filler, min(tokens, STREAM_PIECE_TOKENS))
         while self.tokens_seen(talk.session) < tokens:
             self.client.ingest(talk.session, cut(self.filler, self.rng.randrange(len(self.filler)), chars))
@@ -245,6 +246,7 @@ def conversation(
     filler: str = CLASSIC_FILLER,
     parts: tuple[str, ...] = PARTS,
     stream_tokens: int = 1_000_000,
+    reply_tokens: int = REPLY_TOKENS,
     seed: int = 0,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> dict:
@@ -252,7 +254,7 @@ def conversation(
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise ValueError(f"parts must be some of {', '.join(PARTS)}, got {', '.join(unknown)}")
-    evaluation = ConversationEval(base_url, api_key, filler, seed)
+    evaluation = ConversationEval(base_url, api_key, filler, seed, reply_tokens)
     begin = time.perf_counter()
     done: list[Trial] = []
 

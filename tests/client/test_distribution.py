@@ -86,7 +86,7 @@ def test_every_client_command_works_against_a_server(client_env, server, tmp_pat
     assert json.loads(passkey.stdout.splitlines()[-1])["trials"] == 1
     talk = run(
         client_env, "titans", "eval", "conversation", "--trials", "1", "--distance", "20",
-        "--part", "facts", "--json", server=server,
+        "--part", "facts", "--reply-tokens", "4", "--json", server=server,
     )  # fmt: skip
     assert talk.returncode == 0, talk.stderr
     assert set(json.loads(talk.stdout.splitlines()[-1])["facts"]) == {"name", "city", "number"}

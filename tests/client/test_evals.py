@@ -63,7 +63,7 @@ def test_ingest_loss_compares_a_remembering_session_with_a_fresh_one(server, tmp
 def test_conversation_reports_every_part_with_its_ablation(server):
     report = run_eval(
         server, "conversation", "--trials", "2", "--distance", "40", "--passkey-distance", "30",
-        "--stream-tokens", "400", "--json",
+        "--stream-tokens", "400", "--reply-tokens", "4", "--json",
     )  # fmt: skip
     assert set(report["facts"]) == {"name", "city", "number"}
     for numbers in [*report["facts"].values(), *report["passkey"].values(), report["document"]]:

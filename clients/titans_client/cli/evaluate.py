@@ -87,6 +87,9 @@ def conversation(
     stream_tokens: Annotated[
         int, typer.Option(min=1, help="tokens streamed into one session before the stream part's facts")
     ] = 1_000_000,
+    reply_tokens: Annotated[
+        int, typer.Option(min=1, help="the longest reply (max_tokens) of each call")
+    ] = 48,
     seed: Annotated[int, typer.Option(help="seed of the values, prompts and filler offsets")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print only the JSON report")] = False,
     base_url: BaseUrl = DEFAULT_URL,
@@ -119,6 +122,7 @@ def conversation(
             filler=text,
             parts=parts,
             stream_tokens=stream_tokens,
+            reply_tokens=reply_tokens,
             seed=seed,
             on_trial=lambda _: bar.advance(task),
         )
