@@ -30,12 +30,14 @@ SHELL_LINES = [
     line
     for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.DOTALL)
     for line in block.replace("\\\n", " ").splitlines()
-    if line.startswith(("curl ", "titans ")) and not line.startswith("titans serve")
+    if line.startswith(("curl ", "titans "))
+    and not line.startswith(("titans serve", "titans eval conversation"))
 ]
 
 
 def test_readme_shell_examples_run(server, tmp_path):
-    """The curl and ``titans`` lines run as written (``titans serve`` is tested in tests/client)."""
+    """The curl and ``titans`` lines run as written (``titans serve`` and ``titans eval conversation``,
+    minutes long at 30 trials, are tested in tests/client)."""
     assert any(line.startswith("curl ") for line in SHELL_LINES)
     assert any(line.startswith("titans ") for line in SHELL_LINES)
     for name in ("book.txt", "notes.txt", "held-out.txt"):
