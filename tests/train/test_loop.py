@@ -48,6 +48,16 @@ def test_resume_gives_exactly_the_uninterrupted_run(corpus, tmp_path):
     assert whole.metrics == second.metrics
 
 
+def test_batches_built_by_worker_processes_train_exactly_the_same_run(corpus, tmp_path):
+    """--workers only moves where batches are built: the samples, and so every weight, are the same,
+    also across a resume (the workers start at the resumed step)."""
+    whole = train(tiny_options(corpus, tmp_path / "whole"))
+    train(tiny_options(corpus, tmp_path / "split", stop_after=4, workers=2))
+    second = train(tiny_options(corpus, tmp_path / "split", resume=True, workers=3))
+    assert second.finished and second.digest == whole.digest
+    assert logged(tmp_path / "whole") == logged(tmp_path / "split")
+
+
 def test_a_resumed_run_keeps_the_optimizer_state(corpus, tmp_path):
     """Dropping the optimizer state on resume would change the result: the test above can fail."""
     whole = train(tiny_options(corpus, tmp_path / "whole"))
@@ -141,6 +151,7 @@ def test_learning_rate_schedule(tmp_path):
         (dict(recall_kinds=["essay"]), "recall_kinds"),
         (dict(max_distance=3, min_distance=10), "max_distance"),
         (dict(device="tpu"), "device"),
+        (dict(workers=-1), "workers"),
     ],
 )
 def test_bad_options_are_refused(tmp_path, bad, match):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
 from titans_core.config import TitansConfig
 from titans_core.model import TitansLM
@@ -94,6 +95,7 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
     device = torch.device(f"cuda:{dist.local_rank}" if device_kind == "cuda" else "cpu")
     if device_kind == "cuda":
         torch.cuda.set_device(device)
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls: training does not need exact fp32
     out = Path(options.out)
     _check_run_folder(options, out)
     source = _init_source(options)  # checked before the folder is claimed: a bad --init leaves nothing
@@ -168,6 +170,7 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
     def seconds() -> float:
         return seconds_before + time.perf_counter() - started
 
+    batches = iter(_micro_batches(samples, options, dist, step, limit))
     with stop:
         while step < limit:
             began = time.perf_counter()
@@ -175,8 +178,7 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
             for group in optimizer.param_groups:
                 group["lr"] = rate
             for micro in range(options.grad_accum):
-                indices = shard(step, micro, options.grad_accum, options.batch_size, dist.rank, dist.world)
-                batch = samples.batch(indices).to(device)
+                batch = next(batches).to(device)
                 syncing = dist.world == 1 or micro == options.grad_accum - 1
                 with nullcontext() if syncing else loss_module.no_sync():
                     loss, losses, predicted = loss_module(batch.inputs, batch.targets, batch.weights)
@@ -262,6 +264,43 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
         progress.write(f"stopped at step {step} of {options.steps}; continue with --resume")
     dist.barrier()
     return TrainResult(step, tokens, seconds(), finished, export, newest, metrics, digests[0])
+
+
+class _MicroBatches(Dataset):
+    """This rank's micro-batches from step ``first`` to ``limit``, in order: item ``k`` depends only
+    on its index, so worker processes build them ahead and the run trains on exactly the samples
+    the in-process loop would."""
+
+    def __init__(
+        self, samples: SampleSource, options: TrainOptions, dist: Distributed, first: int, limit: int
+    ):
+        self.samples, self.options, self.dist, self.first = samples, options, dist, first
+        self.length = (limit - first) * options.grad_accum
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int) -> Batch:
+        o = self.options
+        step, micro = self.first + k // o.grad_accum, k % o.grad_accum
+        return self.samples.batch(
+            shard(step, micro, o.grad_accum, o.batch_size, self.dist.rank, self.dist.world)
+        )
+
+
+def _micro_batches(
+    samples: SampleSource, options: TrainOptions, dist: Distributed, first: int, limit: int
+) -> DataLoader:
+    """Batches built by ``options.workers`` processes ahead of the step (0: in this process), so a
+    fast accelerator does not wait on Python building conversations."""
+    workers = options.workers
+    return DataLoader(
+        _MicroBatches(samples, options, dist, first, limit),
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        pin_memory=False,
+    )
 
 
 def _check_run_folder(options: TrainOptions, out: Path) -> None:

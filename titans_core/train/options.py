@@ -22,6 +22,7 @@ RUNTIME_FIELDS = frozenset(
         "resume",
         "stop_after",
         "threads",
+        "workers",
         "device",
         "log_every",
         "eval_every",
@@ -83,6 +84,7 @@ class TrainOptions:
     keep: int = 2  # checkpoints kept (the newest)
     log_every: int = 10
     threads: int | None = None  # torch.set_num_threads
+    workers: int = 0  # processes that build batches ahead of the step (0: the training process)
     device: str = "auto"  # auto (cuda if present), cpu, cuda
     resume: bool = False  # continue from the newest checkpoint in out (start fresh if none)
     stop_after: int | None = None  # stop this invocation after so many steps (resume later)
@@ -124,6 +126,8 @@ class TrainOptions:
             raise ValueError(f"eval_distances must be >= 0, got {self.eval_distances}")
         if self.stop_after is not None and self.stop_after < 1:
             raise ValueError(f"stop_after must be a positive integer, got {self.stop_after!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be a non-negative integer, got {self.workers!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
         if self.device not in ("auto", "cpu", "cuda"):

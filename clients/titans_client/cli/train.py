@@ -137,6 +137,10 @@ def train(
         int | None, Opt(help="steps between log lines (default: 10)", rich_help_panel=Run)
     ] = None,
     threads: Annotated[int | None, Opt(help="torch threads per process", rich_help_panel=Run)] = None,
+    workers: Annotated[
+        int | None,
+        Opt(help="processes that build batches ahead of the step (default: 0)", rich_help_panel=Run),
+    ] = None,
     device: Annotated[str | None, Opt(help="auto, cpu or cuda (default: auto)", rich_help_panel=Run)] = None,
     resume: Annotated[
         bool, Opt("--resume", help="continue from the newest checkpoint in --out", rich_help_panel=Run)
@@ -181,6 +185,7 @@ def train(
         "keep": keep,
         "log_every": log_every,
         "threads": threads,
+        "workers": workers,
         "device": device,
         "stop_after": stop_after,
         "progress": progress,
