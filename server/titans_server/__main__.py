@@ -8,6 +8,7 @@ import uvicorn
 from pydantic_settings import CliApp
 
 from titans_server.app import create_app
+from titans_server.connections import with_header_timeout
 from titans_server.settings import Settings
 
 
@@ -21,6 +22,9 @@ def main(args: list[str] | None = None) -> None:
         port=settings.port,
         log_level="info",
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        http=with_header_timeout(settings.header_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.keep_alive_timeout,
     )
 
 

@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
-from titans_server.auth import Keyring
+from titans_server.auth import Authenticate, Keyring
 from titans_server.docs import DocsStayLocal
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
@@ -93,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPIOffline(title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, settings=settings)
+    # Added last, so it runs first: a request without a key is answered before its body is read.
+    app.add_middleware(Authenticate, metrics_auth=settings.metrics_auth)
     app.add_middleware(DocsStayLocal)
     for module in (openai, sessions, health):
         app.include_router(module.router)

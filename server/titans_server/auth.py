@@ -18,6 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from titans_server.errors import APIError
 
@@ -120,24 +121,52 @@ class Keyring:
 
 
 bearer = HTTPBearer(auto_error=False, description="an API key (`titans keys add`)")
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class Authenticate:
+    """ASGI middleware: the API key of every ``/v1/`` request (and of ``/metrics`` with
+    ``--metrics-auth``), checked from its headers before any of its body is read, so a caller
+    without a key costs no parsing. The tenant goes to ``request.state.tenant``."""
+
+    def __init__(self, app: ASGIApp, metrics_auth: bool):
+        self.app, self.metrics_auth = app, metrics_auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        guarded = path.startswith("/v1/") or (self.metrics_auth and path == "/metrics")
+        if scope["type"] != "http" or not guarded:
+            await self.app(scope, receive, send)
+            return
+        try:
+            tenant = _tenant(scope["app"].state.keyring, dict(scope["headers"]).get(b"authorization", b""))
+        except APIError as error:
+            await error.response()(scope, receive, send)
+            return
+        scope.setdefault("state", {})["tenant"] = tenant
+        await self.app(scope, receive, send)
+
+
+def _tenant(keyring: Keyring, authorization: bytes) -> str:
+    """The tenant of an ``Authorization`` header's value; 401 without a valid key when keys are set."""
+    if keyring.open:
+        return OPEN_TENANT
+    scheme, _, key = authorization.decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        message = "send an API key: Authorization: Bearer KEY"
+        raise APIError(401, message, code="missing_api_key", headers=CHALLENGE)
+    tenant = keyring.tenant(key.strip())
+    if tenant is None:
+        raise APIError(401, "the API key is not valid", code="invalid_api_key", headers=CHALLENGE)
+    return tenant
 
 
 async def tenant_of(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> str:
-    """The caller's tenant; 401 without a valid key when the server has keys."""
-    keyring: Keyring = request.app.state.keyring
-    if keyring.open:
-        return OPEN_TENANT
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise APIError(
-            401, "send an API key: Authorization: Bearer KEY", code="missing_api_key", headers=challenge
-        )
-    tenant = keyring.tenant(credentials.credentials)
-    if tenant is None:
-        raise APIError(401, "the API key is not valid", code="invalid_api_key", headers=challenge)
-    return tenant
+    """The caller's tenant, as :class:`Authenticate` found it (``credentials`` puts the scheme in
+    the OpenAPI schema)."""
+    return request.state.tenant
 
 
 Tenant = Annotated[str, Depends(tenant_of)]

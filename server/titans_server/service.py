@@ -22,7 +22,14 @@ from titans_server.engine import Engine, EngineOverloaded, Job, NotFinite
 from titans_server.errors import APIError
 from titans_server.metrics import Metrics
 from titans_server.settings import Settings
-from titans_server.store import LeaseBusy, SessionMeta, SessionStore, StoreUnavailable, VersionConflict
+from titans_server.store import (
+    LeaseBusy,
+    SessionLimit,
+    SessionMeta,
+    SessionStore,
+    StoreUnavailable,
+    VersionConflict,
+)
 
 # Text encoded per call: a few ms with the GIL held (the tokenizer keeps it), so the event loop
 # gets its turn between pieces and /health keeps answering while a document is tokenised.
@@ -180,8 +187,7 @@ class Service:
                     404, f"no session {session_id!r}", param="session_id", code="session_not_found"
                 )
             limit = self.settings.max_sessions_per_tenant
-            over = await self.call_store(self.store.count(tenant)) >= limit
-            if over and await self.call_store(self.store.count(tenant, exact=True)) >= limit:
+            if await self.call_store(self.store.count(tenant)) >= limit:  # early: the commit decides
                 raise APIError(
                     429, f"this API key holds {limit} sessions, the most it may", code="too_many_sessions"
                 )
@@ -239,7 +245,8 @@ class Service:
             raise asyncio.CancelledError
         # Shielded: a client that leaves mid-commit must not cut it between its Redis calls, and
         # the session is held until it has landed.
-        landing = asyncio.ensure_future(self.store.commit(opened.tenant, meta, opened.expected, blob))
+        limit = self.settings.max_sessions_per_tenant
+        landing = asyncio.ensure_future(self.store.commit(opened.tenant, meta, opened.expected, blob, limit))
         try:
             committed = await asyncio.shield(landing)
         except asyncio.CancelledError:
@@ -247,6 +254,8 @@ class Service:
             raise
         except VersionConflict as error:
             raise APIError(409, str(error), code="version_conflict") from error
+        except SessionLimit as error:
+            raise APIError(429, str(error), code="too_many_sessions") from error
         except StoreUnavailable as error:  # the write may or may not have landed: not safe to resend
             raise APIError(503, str(error), code="commit_uncertain") from error
         self.metrics.state_save_seconds.observe(time.perf_counter() - begin)

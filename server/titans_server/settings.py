@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     max_ingest_bytes: int = Field(
         64 << 20, ge=1024, description="largest document upload or imported state (bytes)"
     )
+    max_header_bytes: int = Field(
+        16384, ge=1024, description="largest request head: request line and headers (bytes; else 400)"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a connection may take to send a request's headers (else closed)"
+    )
+    keep_alive_timeout: float = Field(
+        5.0, gt=0, description="seconds an idle connection stays open after a response"
+    )
     max_sessions_per_tenant: int = Field(100_000, ge=1, description="sessions one API key's tenant may hold")
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds SIGTERM waits for requests in flight before cancelling them"

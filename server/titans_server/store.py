@@ -3,7 +3,13 @@
 Keys carry a hash tag, so a session's keys share one Redis Cluster slot and one Lua script can
 check and write them together: ``titans:{<tenant>:<session>}:meta`` (hash) and ``...:state``
 (safetensors bytes; absent means the model's initial memory). A tenant's session ids are indexed in
-``titans:{<tenant>}:sessions`` (a sorted set by creation time) for listing.
+``titans:{<tenant>}:sessions`` (a sorted set by creation time), for listing and for the cap on
+sessions per tenant; ``titans:{<tenant>}:expiry`` (a hash, same slot) holds the deadline of each
+entry that may lapse: a session with a TTL, or a creation in flight. A new session takes its place
+in the index atomically (the cap is checked and the id added in one script) before its state is
+written, and confirms it after; an entry whose deadline passed is dropped whenever the tenant is
+counted. So the cap holds under any number of concurrent creations, and a creation that never
+landed frees its place after :data:`CREATION_GRACE_MS`.
 
 ``version`` grows by exactly one per committed change, and a commit only lands on the version it
 was computed from, so no update is ever lost.
@@ -51,6 +57,52 @@ return tonumber(redis.call('HGET', KEYS[1], 'version'))
 """
 
 
+# Drop the index entries whose deadline passed (KEYS[1] index, KEYS[2] expiry; `now` in ms).
+_PRUNE = """
+local entries = redis.call('HGETALL', KEYS[2])
+for i = 1, #entries, 2 do
+  if tonumber(entries[i + 1]) < now then
+    redis.call('ZREM', KEYS[1], entries[i])
+    redis.call('HDEL', KEYS[2], entries[i])
+  end
+end
+"""
+# KEYS: index, expiry. ARGV: id, created_at, limit (-1: none), now (ms), grace (ms). Returns 1 if the
+# id holds a place in the index (its own, or a new one), 0 if the tenant is at its limit.
+_RESERVE = (
+    """
+local now = tonumber(ARGV[4])
+local until_ = now + tonumber(ARGV[5])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local deadline = redis.call('HGET', KEYS[2], ARGV[1])
+  if deadline and tonumber(deadline) < until_ then redis.call('HSET', KEYS[2], ARGV[1], until_) end
+  return 1
+end
+local limit = tonumber(ARGV[3])
+if limit >= 0 and redis.call('ZCARD', KEYS[1]) >= limit then
+"""
+    + _PRUNE
+    + """
+  if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], until_)
+return 1
+"""
+)
+# KEYS: index, expiry. ARGV: id, created_at, deadline (ms; 0: none). After a commit landed.
+_CONFIRM = """
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+else redis.call('HDEL', KEYS[2], ARGV[1]) end
+"""
+# KEYS: index, expiry. ARGV: now (ms). The tenant's sessions.
+_COUNT = "local now = tonumber(ARGV[1])" + _PRUNE + "return redis.call('ZCARD', KEYS[1])"
+
+# A creation's place in the index lapses this long after it was taken unless its commit confirms it
+# (a server that died between the two). Longer than any gap between the two calls.
+CREATION_GRACE_MS = 60_000
+
 # A Redis that stops answering must turn into 503s, not requests hanging with their sessions locked.
 CLIENT_TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
 
@@ -66,6 +118,10 @@ class StoreUnavailable(Exception):
 
 class VersionConflict(Exception):
     """The session changed (or appeared, or vanished) since it was read."""
+
+
+class SessionLimit(Exception):
+    """The tenant holds as many sessions as it may: a new one was not created."""
 
 
 class LeaseBusy(Exception):
@@ -173,10 +229,18 @@ class SessionStore:
         self._commit = client.register_script(_COMMIT)
         self._release = client.register_script(_RELEASE)
         self._renew = client.register_script(_RENEW)
+        self._reserve = client.register_script(_RESERVE)
+        self._confirm = client.register_script(_CONFIRM)
+        self._count = client.register_script(_COUNT)
 
     @staticmethod
     def _key(tenant: str, session: str) -> str:
         return f"titans:{{{tenant}:{session}}}"
+
+    @staticmethod
+    def _index(tenant: str) -> list[str]:
+        """The tenant's index and its deadlines: one slot, so one script updates both."""
+        return [f"titans:{{{tenant}}}:sessions", f"titans:{{{tenant}}}:expiry"]
 
     @asynccontextmanager
     async def lease(
@@ -238,18 +302,23 @@ class SessionStore:
             self.cache.put(key, meta.revision, blob)
         return meta, blob
 
-    async def commit(self, tenant: str, meta: SessionMeta, expected: int, blob: bytes | None) -> SessionMeta:
+    async def commit(
+        self, tenant: str, meta: SessionMeta, expected: int, blob: bytes | None, limit: int | None = None
+    ) -> SessionMeta:
         """Write ``meta`` and ``blob`` if the session is at version ``expected`` (-1: must not exist).
 
-        Raises :class:`VersionConflict` if the session is at another version.
+        Raises :class:`VersionConflict` if the session is at another version, and
+        :class:`SessionLimit` if it is new and the tenant already holds ``limit`` sessions.
         """
         key = self._key(tenant, meta.id)
         meta.state_bytes = len(blob or b"")
         meta.updated_at = time.time()
         meta.revision = secrets.token_hex(8)
-        if expected == -1:  # indexed first: a stale index entry is harmless, an unindexed session not
-            index = self.redis.zadd(f"titans:{{{tenant}}}:sessions", {meta.id: meta.created_at}, nx=True)
-            await self._call(index)
+        index = self._index(tenant)
+        if expected == -1:  # a place in the index first: a lapsed entry is harmless, an unindexed session not
+            args = [meta.id, meta.created_at, -1 if limit is None else limit, _now_ms(), CREATION_GRACE_MS]
+            if not await self._call(self._reserve(keys=index, args=args)):
+                raise SessionLimit(f"this API key holds {limit} sessions, the most it may")
         args = [expected, blob or b"", meta.ttl_seconds * 1000, *meta.to_fields()]
         result = await self._call(self._commit(keys=[key + ":meta", key + ":state"], args=args))
         if result < 0:
@@ -259,30 +328,26 @@ class SessionStore:
             self.cache.put(key, meta.revision, blob)
         else:
             self.cache.drop(key)
+        deadline = _now_ms() + meta.ttl_seconds * 1000 if meta.ttl_seconds else 0
+        try:  # landed either way: an entry left unconfirmed lapses, and the next commit confirms it
+            await self._call(self._confirm(keys=index, args=[meta.id, meta.created_at, deadline]))
+        except StoreUnavailable as error:
+            log.warning("session %r committed, its index entry not confirmed: %s", meta.id, error)
         return meta
 
     async def delete(self, tenant: str, session: str) -> bool:
         key = self._key(tenant, session)
         self.cache.drop(key)
         removed = await self._call(self.redis.delete(key + ":meta", key + ":state"))
-        await self._call(self.redis.zrem(f"titans:{{{tenant}}}:sessions", session))
+        index, expiry = self._index(tenant)
+        unindex = self.redis.pipeline(transaction=False)  # one slot, one round trip
+        unindex.zrem(index, session).hdel(expiry, session)
+        await self._call(unindex.execute())
         return removed > 0
 
-    async def count(self, tenant: str, exact: bool = False) -> int:
-        """The tenant's sessions. Ids whose session expired (TTL) stay in the index until a listing
-        passes them; ``exact`` drops them all first (a scan of the index)."""
-        index = f"titans:{{{tenant}}}:sessions"
-        if exact:
-            ids = await self._call(self.redis.zrange(index, 0, -1))
-            if ids:
-                pipe = self.redis.pipeline(transaction=False)
-                for raw_id in ids:
-                    pipe.exists(self._key(tenant, raw_id.decode()) + ":meta")
-                alive = await self._call(pipe.execute())
-                gone = [raw_id for raw_id, exists in zip(ids, alive) if not exists]
-                if gone:
-                    await self._call(self.redis.zrem(index, *gone))
-        return await self._call(self.redis.zcard(index))
+    async def count(self, tenant: str) -> int:
+        """The tenant's sessions, those whose TTL ran out (or whose creation never landed) dropped."""
+        return await self._call(self._count(keys=self._index(tenant), args=[_now_ms()]))
 
     async def list(
         self, tenant: str, after: str | None, limit: int
@@ -290,7 +355,7 @@ class SessionStore:
         """Sessions in creation order after the id ``after``, whether more follow, and the cursor
         for the next page (the last id looked at, listed or not). An unknown ``after`` is a KeyError.
         """
-        index = f"titans:{{{tenant}}}:sessions"
+        index = self._index(tenant)[0]
         start = 0
         if after is not None:
             rank = await self._call(self.redis.zrank(index, after))
@@ -303,11 +368,9 @@ class SessionStore:
         reads = self.redis.pipeline(transaction=False)  # one round trip for the page
         for raw_id in page:
             reads.hgetall(self._key(tenant, raw_id.decode()) + ":meta")
-        for raw_id, raw in zip(page, await self._call(reads.execute()) if page else []):
-            if raw:
+        for raw in await self._call(reads.execute()) if page else []:
+            if raw:  # else: lapsed (TTL) or in creation; counting drops the lapsed
                 found.append(SessionMeta.from_fields(raw))
-            elif raw_id != page[-1]:  # expired by its TTL: out of the index (the cursor stays)
-                await self._call(self.redis.zrem(index, raw_id))
         cursor = page[-1].decode() if page else None
         return found, len(ids) > limit, cursor
 
@@ -316,6 +379,10 @@ class SessionStore:
             return await awaitable
         except (RedisError, OSError) as error:
             raise StoreUnavailable(f"the session store is unavailable: {error}") from error
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class EmbeddedRedis:

@@ -4,6 +4,7 @@ that commit nothing."""
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -163,3 +164,93 @@ def test_a_huge_state_header_is_refused_unparsed(server):
     error = refused.json()["error"]
     assert refused.status_code == 400 and error["code"] == "invalid_state" and len(error["message"]) < 200
     assert seconds < 5 and responsive(probe.latencies), (seconds, probe.latencies)
+
+
+def raw_connection(url: str) -> socket.socket:
+    host, port = httpx.URL(url).host, httpx.URL(url).port
+    connection = socket.create_connection((host, port), timeout=60)
+    return connection
+
+
+def closed_after(connection: socket.socket, trickle: bytes = b"") -> float:
+    """Seconds until the server closes ``connection``, sending it ``trickle`` a byte at a time."""
+    begin = time.perf_counter()
+    connection.settimeout(0.2 if trickle else 60)
+    for byte in trickle:
+        try:
+            connection.sendall(bytes([byte]))
+        except OSError:  # closed under us: as wanted
+            return time.perf_counter() - begin
+        try:
+            if connection.recv(65536) == b"":
+                return time.perf_counter() - begin
+        except TimeoutError:
+            pass
+    connection.settimeout(60)
+    while connection.recv(65536):
+        pass
+    return time.perf_counter() - begin
+
+
+@pytest.fixture
+def guarded(start_server, tmp_path):
+    return start_server(
+        tmp_path / "data",
+        "--api-key",
+        "k" * 32,
+        "--header-timeout",
+        "1",
+        "--keep-alive-timeout",
+        "1",
+        "--max-header-bytes",
+        "4096",
+    )
+
+
+def test_a_connection_must_send_its_headers_in_time(guarded):
+    """--header-timeout: a silent connection, one that trickles its headers a byte at a time, and a
+    kept-alive one that starts its next request and stalls are closed (a silent one stayed 90 s)."""
+    with raw_connection(guarded.url) as silent:
+        assert 0.9 < closed_after(silent) < 30
+    with raw_connection(guarded.url) as trickling:
+        assert 0.9 < closed_after(trickling, b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 1000) < 30
+    with raw_connection(guarded.url) as kept:
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(65536).startswith(b"HTTP/1.1 200")
+        kept.sendall(b"GET /health HTTP/1.1\r\n")
+        assert 0.9 < closed_after(kept) < 30
+
+
+def test_an_idle_connection_is_closed_after_its_response(guarded):
+    with raw_connection(guarded.url) as idle:
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        assert 0.9 < closed_after(idle) < 30  # --keep-alive-timeout 1
+
+
+def test_a_request_head_over_the_limit_is_refused(guarded):
+    with raw_connection(guarded.url) as big:
+        big.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)
+        assert big.recv(65536).startswith(b"HTTP/1.1 400")
+    with httpx.Client(base_url=guarded.url) as http:  # under it: served
+        assert http.get("/health", headers={"X-Fit": "a" * 3000}).status_code == 200
+
+
+def test_a_request_without_a_key_is_refused_before_its_body_is_read(guarded):
+    """The 401 comes while the declared 4 MB body is still unsent: nothing of it was read or parsed."""
+    with raw_connection(guarded.url) as keyless:
+        keyless.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 4000000\r\n\r\n{"
+        )
+        answer = keyless.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 401") and b"missing_api_key" in answer
+    with httpx.Client(base_url=guarded.url, timeout=60) as http:
+        wrong = http.post(
+            "/v1/sessions", content=b"{not json", headers={"Authorization": "Bearer " + "x" * 32}
+        )
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        right = http.post(
+            "/v1/sessions", content=b"{not json", headers={"Authorization": "Bearer " + "k" * 32}
+        )
+        assert right.status_code == 400  # the key holds: only now is the body parsed

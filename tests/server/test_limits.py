@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -95,3 +96,35 @@ def test_expired_sessions_do_not_count(limited):
     assert limited.post("/v1/sessions", json={"id": "lasting"}).status_code == 201
     time.sleep(1.5)
     assert limited.post("/v1/sessions", json={"id": "next"}).status_code == 201
+
+
+def test_the_cap_holds_under_concurrent_creation_by_every_path(start_server, tmp_path):
+    """Forty new sessions at once through chat, ingest, import, fork and create, against a cap of
+    six: exactly the five free places are taken, every other request is 429, nothing else exists.
+    (Checking the count and then writing let chats through: 94 of 100 new ids, with 50 places.)"""
+    server = start_server(tmp_path / "data", "--max-sessions-per-tenant", "6")
+
+    async def race() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            assert (await http.post("/v1/sessions/source/ingest", content="a few words")).is_success
+            state = (await http.get("/v1/sessions/source/state")).content
+            chat = {"model": "default", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+            attempts = []
+            for i in range(8):
+                attempts += [
+                    http.post("/v1/chat/completions", json={**chat, "session_id": f"chat-{i}"}),
+                    http.post(f"/v1/sessions/ingest-{i}/ingest", content="some text"),
+                    http.put(f"/v1/sessions/import-{i}/state", content=state),
+                    http.post("/v1/sessions/source/fork", json={"id": f"fork-{i}"}),
+                    http.post("/v1/sessions", json={"id": f"new-{i}"}),
+                ]
+            answers = await asyncio.gather(*attempts)
+            listed = (await http.get("/v1/sessions", params={"limit": 100})).json()["data"]
+            return answers, [s["id"] for s in listed]
+
+    answers, listed = asyncio.run(race())
+    assert len(answers) == 40
+    assert sum(a.is_success for a in answers) == 5, [(a.status_code, a.text[:80]) for a in answers]
+    refused = [a for a in answers if not a.is_success]
+    assert all(a.status_code == 429 and a.json()["error"]["code"] == "too_many_sessions" for a in refused)
+    assert len(listed) == 6 and "source" in listed
