@@ -78,6 +78,7 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        self.stop(signal.SIGKILL)  # not left running behind the failed test
         raise RuntimeError("the server did not become ready")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
