@@ -254,3 +254,18 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(guarded):
             "/v1/sessions", content=b"{not json", headers={"Authorization": "Bearer " + "k" * 32}
         )
         assert right.status_code == 400  # the key holds: only now is the body parsed
+
+
+def test_health_answers_while_a_long_prompt_is_refused(server):
+    """A 3.5 MB chat message: counted in pieces off the event loop and refused at the first piece
+    past --max-prompt-tokens (encoding it whole on the loop took 3.7 s)."""
+    text = words(random.Random(4), 350_000)[:3_500_000]
+    chat = {"messages": [{"role": "user", "content": text}], "max_tokens": 1}
+    with HealthProbe(server.url) as probe, httpx.Client(base_url=server.url, timeout=120) as http:
+        for path, body in (
+            ("/v1/chat/completions", chat),
+            ("/v1/completions", {"prompt": text, "max_tokens": 1}),
+        ):
+            refused = http.post(path, json=body)
+            assert refused.status_code == 400 and refused.json()["error"]["code"] == "prompt_too_long"
+    assert len(probe.latencies) >= 5 and responsive(probe.latencies), probe.latencies

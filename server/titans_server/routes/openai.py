@@ -50,6 +50,7 @@ async def run_chat(
 
     async with service.session(tenant, session_id, create=True) as opened:
         fresh = service.unconsumed(opened, messages)
+        await service.refuse_long_texts([m["content"] for m in fresh])
         prompt = tokenizer.encode_chat(fresh)
         job, text = await service.generate(opened, prompt, params, body, on_text, epilogue=close_turn)
         reply = {"role": "assistant", "content": text}
@@ -70,6 +71,7 @@ async def run_completion(
 ) -> Outcome:
     tokenizer = service.tokenizer
     async with service.session(tenant, session_id, create=True) as opened:
+        await service.refuse_long_texts([body.prompt])
         prompt = tokenizer.encode(body.prompt)
         job, text = await service.generate(opened, prompt, params, body, on_text)
         meta = await service.commit(opened, job.state)
