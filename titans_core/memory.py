@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from titans_core._validation import describe
 from titans_core.ops import OpenChunk, commit_chunk, memory_step, memory_stream
-from titans_core.ops.chunked_memory import check_max_surprise
+from titans_core.ops.chunked_memory import check_max_surprise, write_strength
 from titans_core.stacking import Stacker
 
 
@@ -47,6 +47,12 @@ class MemoryState:
         """Bytes held by the state's tensors (what storing or moving it costs)."""
         return sum(t.numel() * t.element_size() for t in self.tensors())
 
+    def current_weights(self) -> list[Tensor]:
+        """The memory as of the last token (``weights`` are at the open chunk's start)."""
+        if self.open_chunk is None:
+            return self.weights
+        return commit_chunk(self.weights, self.momentum, self.open_chunk)[0]
+
     def map(self, fn: Callable[[Tensor], Tensor]) -> MemoryState:
         """The same state with ``fn`` applied to every tensor (``detach``, ``to(device)``, slicing)."""
         return MemoryState(
@@ -56,6 +62,26 @@ class MemoryState:
             fn(self.conv_tail),
             self.position,
         )
+
+
+class WriteLog:
+    """The write strength of every token fed while recording (:meth:`TitansLM.recording_writes`):
+    ``theta_t |u_t|``, the size of the surprise each token wrote into each layer's memory, per head."""
+
+    def __init__(self, layers: int):
+        self._pieces: list[list[Tensor]] = [[] for _ in range(layers)]
+
+    def recorder(self, layer: int) -> Callable[[Tensor], None]:
+        return self._pieces[layer].append
+
+    def strengths(self) -> Tensor:
+        """``[B, T]``: each token's write strength averaged over layers and heads, and forgotten."""
+        if not any(self._pieces):
+            raise ValueError("no token was fed while recording")
+        per_layer = [torch.cat(pieces, dim=-1).mean(dim=1) for pieces in self._pieces]
+        for pieces in self._pieces:
+            pieces.clear()
+        return torch.stack(per_layer).mean(dim=0)
 
 
 class NeuralMemory(nn.Module):
@@ -106,6 +132,7 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"max_lr must be positive, got {max_lr!r}")
         check_max_surprise(max_surprise)
         self.max_surprise = max_surprise
+        self.on_write: Callable[[Tensor], None] | None = None  # see :class:`WriteLog`
         self.dim, self.heads, self.head_dim = dim, heads, head_dim
         self.chunk_size, self.max_lr = chunk_size, max_lr
         self.use_momentum, self.use_decay = use_momentum, use_decay
@@ -221,6 +248,7 @@ class NeuralMemory(nn.Module):
             self.chunk_size,
             state.open_chunk,
             max_surprise=self.max_surprise,
+            on_write=self.on_write,
         )
         return self.readout(y), MemoryState(weights, momentum, open_chunk, tail, state.position + length)
 
@@ -259,6 +287,8 @@ class NeuralMemory(nn.Module):
             open_chunk,
             max_surprise=self.max_surprise,
         )
+        if self.on_write is not None:
+            self.on_write(write_strength(open_chunk, theta))
         new_states = []
         for row, state in enumerate(states):
             rows = 1 + (0 if state.open_chunk is None else state.open_chunk.length)

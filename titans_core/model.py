@@ -7,6 +7,8 @@ over its pieces, or one token at a time give the same logits and state.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +22,7 @@ from titans_core._validation import describe
 from titans_core.attention import rotary_table
 from titans_core.blocks import BLOCKS
 from titans_core.config import TitansConfig
+from titans_core.memory import WriteLog
 from titans_core.state import ModelState, state_shapes
 from titans_core.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -114,6 +117,19 @@ class TitansLM(nn.Module):
         if logits == "last":
             return self._logits(hidden[:, -1:]), state
         return torch.cat(outputs, dim=1), state
+
+    @contextmanager
+    def recording_writes(self) -> Iterator[WriteLog]:
+        """Within the block, every token fed has its write strength recorded: how much it moved the
+        memory (the surprise it wrote), at the cost of a few reductions per chunk."""
+        log = WriteLog(len(self.layers))
+        for i, layer in enumerate(self.layers):
+            layer.memory.on_write = log.recorder(i)
+        try:
+            yield log
+        finally:
+            for layer in self.layers:
+                layer.memory.on_write = None
 
     def decode(self, tokens: Tensor, states: list[ModelState]) -> tuple[Tensor, list[ModelState]]:
         """One token for each of ``B`` sessions at positions of their own, as one batch.

@@ -16,12 +16,12 @@ from fastapi_offline import FastAPIOffline
 from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
 from titans_server.auth import Authenticate, Keyring
-from titans_server.docs import DocsStayLocal
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
 from titans_server.limits import BodyLimit
 from titans_server.metrics import Metrics
-from titans_server.routes import health, openai, sessions
+from titans_server.pages import PagesStayLocal
+from titans_server.routes import health, openai, playground, sessions
 from titans_server.schemas import ErrorBody
 from titans_server.service import Service
 from titans_server.settings import Settings
@@ -95,9 +95,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(BodyLimit, settings=settings)
     # Added last, so it runs first: a request without a key is answered before its body is read.
     app.add_middleware(Authenticate, metrics_auth=settings.metrics_auth)
-    app.add_middleware(DocsStayLocal)
-    for module in (openai, sessions, health):
+    app.add_middleware(PagesStayLocal)
+    for module in (openai, sessions, health, playground):
         app.include_router(module.router)
+    app.mount(playground.PLAYGROUND, playground.assets(), name="playground")
     return app
 
 

@@ -34,6 +34,16 @@ class NotFinite(Exception):
     fails alone; the other jobs of its batch go on (each row of a batched step is its own)."""
 
 
+@dataclass(frozen=True)
+class Fed:
+    """A piece of an ingestion, measured: each token's next-token loss (None for a document's first
+    token, which nothing predicted) and the strength of its write into the memory."""
+
+    tokens_done: int
+    losses: list[float | None]
+    writes: list[float]
+
+
 @dataclass(eq=False)  # jobs are compared by identity (their fields hold tensors)
 class Job:
     """A unit of model work for one session; the engine thread owns it until it finishes."""
@@ -44,9 +54,9 @@ class Job:
     epilogue: Callable[[list[int]], list[int]] | None = None  # tokens fed after the reply
     min_tokens: int = 0
     ignore_eos: bool = False
-    surprise: bool = False  # ingestion: accumulate the next-token loss of the fed tokens
+    measure: bool = False  # ingestion: measure each fed token (:class:`Fed`), given to ``on_progress``
     on_token: Callable[[int], None] | None = None
-    on_progress: Callable[[int], None] | None = None
+    on_progress: Callable[[Fed], None] | None = None
     on_done: Callable[[Job], None] | None = None
     generated: list[int] = field(default_factory=list)
     finish_reason: str | None = None
@@ -57,8 +67,6 @@ class Job:
     def feeding(self) -> bool:
         return self.fed < len(self.feed)
 
-    loss_sum: float = 0.0
-    loss_count: int = 0
     cancelled: bool = False
     stop_requested: bool = False
     _pending: int | None = None  # a sampled token not yet fed
@@ -196,17 +204,18 @@ class Engine:
     def _prefill(self, job: Job) -> None:
         piece = job.feed[job.fed : job.fed + self.piece_tokens]
         tokens = torch.tensor([piece], dtype=torch.int64, device=self.device)
-        if job.surprise:
-            logits, new_state = self._forward("prefill", tokens, job.state, "all")
+        fed = None
+        if job.measure:
+            with self.model.recording_writes() as writes:
+                logits, new_state = self._forward("prefill", tokens, job.state, "all")
             if not torch.isfinite(logits).all():
                 raise NotFinite("the model's output went non-finite on this session's memory")
-            if job._logits is not None:  # the first token of this piece, predicted by the last piece
-                job.loss_sum += float(torch.nn.functional.cross_entropy(job._logits[0, -1:], tokens[0, :1]))
-                job.loss_count += 1
-            if len(piece) > 1:
-                losses = torch.nn.functional.cross_entropy(logits[0, :-1], tokens[0, 1:], reduction="sum")
-                job.loss_sum += float(losses)
-                job.loss_count += len(piece) - 1
+            if job._logits is None:  # the document's first token: nothing predicted it
+                before, targets, unpredicted = logits[0, :-1], tokens[0, 1:], [None]
+            else:  # the piece's first token, predicted by the last piece
+                before, targets, unpredicted = torch.cat([job._logits[0, -1:], logits[0, :-1]]), tokens[0], []
+            losses = torch.nn.functional.cross_entropy(before, targets, reduction="none")
+            fed = (unpredicted + losses.tolist(), writes.strengths()[0].tolist())
             job._logits = logits[:, -1:]
         else:
             last_piece = job.fed + len(piece) == len(job.feed)
@@ -215,7 +224,7 @@ class Engine:
         job.state = new_state
         job.fed += len(piece)
         if job.on_progress is not None:
-            job.on_progress(job.fed)
+            job.on_progress(Fed(job.fed, *(fed or ([], []))))
         if not job.feeding and job.params is not None and job.finish_reason is None:
             if not torch.isfinite(job._logits[:, -1]).all():  # a prefill runs alone: it fails alone
                 raise NotFinite("the model's output went non-finite on this session's memory")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import secrets
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
 from titans_core.state import MAX_POSITION, check_state, from_bytes, state_shapes, to_bytes
 from titans_server import transcript
-from titans_server.engine import Engine, EngineOverloaded, Job, NotFinite
+from titans_server.engine import Engine, EngineOverloaded, Fed, Job, NotFinite
 from titans_server.errors import APIError
 from titans_server.metrics import Metrics
 from titans_server.settings import Settings
@@ -328,10 +329,9 @@ class Service:
             job.finish_reason = "stop"
         return job, reply
 
-    async def ingest(
-        self, opened: Opened, tokens: list[int], on_progress: Callable[[int], None] | None
-    ) -> Job:
-        job = Job(opened.state, tokens, None, surprise=True, on_progress=on_progress)
+    async def ingest(self, opened: Opened, tokens: list[int], on_fed: Callable[[Fed], None] | None) -> Job:
+        """Feed ``tokens`` after ``opened``'s state, each piece measured for ``on_fed``."""
+        job = Job(opened.state, tokens, None, measure=True, on_progress=on_fed)
         await self._run(job, "ingestion", opened.meta.id)
         self.metrics.ingested_tokens.inc(len(tokens))
         return job
@@ -367,6 +367,24 @@ class Service:
             )
         if job.error is not None:
             raise APIError(500, f"{what} failed: {job.error}", code="engine_error")
+
+    def memory_layers(self, state: ModelState | None) -> list[dict]:
+        """Per layer: the norm of the session's memory (every head and MLP layer, as of its last
+        token) and its distance from the model's initial memory, where every session starts."""
+        initial = self.model.initial_state(1)
+        layers = []
+        for index, (now, start) in enumerate(zip((state or initial).layers, initial.layers)):
+            current = [w.to(s.device) for w, s in zip(now.memory.current_weights(), start.memory.weights)]
+            layers.append(
+                {
+                    "layer": index,
+                    "weight_norm": math.sqrt(sum(float(w.square().sum()) for w in current)),
+                    "distance_from_initial": math.sqrt(
+                        sum(float((w - s).square().sum()) for w, s in zip(current, start.memory.weights))
+                    ),
+                }
+            )
+        return layers
 
     def parse_state(self, data: bytes) -> ModelState:
         """Imported bytes, validated; a state of another model is 422, anything malformed 400. A header

@@ -39,6 +39,24 @@ def test_one_shot_random_splits_and_token_by_token_agree(model):
     assert max_state_difference(state_once, state_stepped) < 1e-4
 
 
+def test_write_strengths_are_recorded_alike_in_one_call_in_pieces_and_decoding(model):
+    """Per token, one value per session: the size of the memory's write, averaged over layers and heads."""
+    tokens = random_tokens(model, 2, 43)
+    with torch.inference_mode(), model.recording_writes() as writes:
+        _, state = model(tokens)
+        once = writes.strengths()
+        run_in_pieces(model, tokens, [5, 16, 17])
+        pieces = writes.strengths()
+        states = [model(tokens[row : row + 1, :30])[1] for row in range(2)]
+        writes.strengths()
+        model.decode(tokens[:, 30], states)
+        decoded = writes.strengths()
+    assert once.shape == (2, 43) and (once > 0).all()
+    assert (once - pieces).abs().max() < 1e-6
+    assert decoded.shape == (2, 1) and (decoded[:, 0] - once[:, 30]).abs().max() < 1e-6
+    assert all(layer.memory.on_write is None for layer in model.layers)  # recording ends with the block
+
+
 def test_long_inputs_go_in_pieces_with_the_same_result(model):
     tokens = random_tokens(model, 1, 50)
     with torch.inference_mode():

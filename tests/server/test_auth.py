@@ -47,6 +47,7 @@ def test_probes_are_open_and_v1_wants_a_key(secured, keys):
         ("POST", "/v1/sessions/x/fork"),
         ("POST", "/v1/sessions/x/reset"),
         ("GET", "/v1/sessions/x/state"),
+        ("GET", "/v1/sessions/x/memory"),
         ("PUT", "/v1/sessions/x/state"),
         ("POST", "/v1/sessions/x/ingest"),
         ("POST", "/v1/chat/completions"),
@@ -71,6 +72,7 @@ def test_a_tenant_never_sees_another_tenants_session(secured, keys):
     for method, path in [
         ("GET", "/v1/sessions/ledger"),
         ("GET", "/v1/sessions/ledger/state"),
+        ("GET", "/v1/sessions/ledger/memory"),
         ("POST", "/v1/sessions/ledger/fork"),
         ("POST", "/v1/sessions/ledger/reset"),
         ("DELETE", "/v1/sessions/ledger"),

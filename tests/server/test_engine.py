@@ -1,5 +1,6 @@
-"""The engine thread, driven directly: a job whose session's memory is poisoned fails alone, and the
-healthy jobs batched with it produce exactly what they produce without it."""
+"""The engine thread, driven directly: an ingestion measures each token as one forward would; a job whose
+session's memory is poisoned fails alone, and the healthy jobs batched with it produce exactly what
+they produce without it."""
 
 from __future__ import annotations
 
@@ -75,5 +76,22 @@ async def run_jobs(model: TitansLM, jobs: list[Job]) -> list[Job]:
 
 
 def test_a_poisoned_ingestion_fails_with_nothing_to_commit(model):
-    (job,) = asyncio.run(run_jobs(model, [Job(poisoned_state(model), list(range(40)), None, surprise=True)]))
+    (job,) = asyncio.run(run_jobs(model, [Job(poisoned_state(model), list(range(40)), None, measure=True)]))
     assert isinstance(job.error, NotFinite)
+
+
+def test_an_ingestion_in_pieces_measures_each_token_as_one_forward_does(model):
+    """Pieces of 64 tokens: each token's loss and write strength, in order, whatever the pieces."""
+    document = torch.randint(0, model.tokenizer.vocab_size, (1, 150))
+    pieces = []
+    job = Job(None, document[0].tolist(), None, measure=True, on_progress=pieces.append)
+    asyncio.run(run_jobs(model, [job]))
+    with torch.inference_mode(), model.recording_writes() as writes:
+        logits, _ = model(document)
+    losses = torch.nn.functional.cross_entropy(logits[0, :-1], document[0, 1:], reduction="none")
+    assert [piece.tokens_done for piece in pieces] == [64, 128, 150]
+    measured_losses = [loss for piece in pieces for loss in piece.losses]
+    assert measured_losses[0] is None and len(measured_losses) == 150
+    assert torch.allclose(torch.tensor(measured_losses[1:]), losses, atol=1e-5)
+    measured_writes = torch.tensor([w for piece in pieces for w in piece.writes])
+    assert torch.allclose(measured_writes, writes.strengths()[0], atol=1e-6)

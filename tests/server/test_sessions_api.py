@@ -150,15 +150,16 @@ def test_ingest_accepts_text_json_and_files(client, session_id, form):
     result = response.json()
     assert response.status_code == 200, result
     assert result["session_id"] == session_id and result["tokens_ingested"] == len(document.encode())
-    assert result["version"] == 1 and result["tokens_per_second"] > 0 and result["mean_surprise"] > 0
+    assert result["version"] == 1 and result["tokens_per_second"] > 0
+    assert result["mean_loss"] > 0 and result["mean_write_strength"] > 0
 
 
-def test_ingest_streams_progress_events(server, session_id):
-    document = "x" * 5000  # three pieces of 2048
+def ingest_events(server, session_id: str, document: str, query: str = "") -> list[tuple[str, dict]]:
     events = []
+    path = f"/v1/sessions/{session_id}/ingest?stream=true{query}"
     with (
         httpx.Client(base_url=server.url, timeout=60) as http,
-        http.stream("POST", f"/v1/sessions/{session_id}/ingest?stream=true", content=document) as response,
+        http.stream("POST", path, content=document) as response,
     ):
         kind = None
         for line in response.iter_lines():
@@ -166,9 +167,39 @@ def test_ingest_streams_progress_events(server, session_id):
                 kind = line[7:]
             elif line.startswith("data: "):
                 events.append((kind, json.loads(line[6:])))
+    return events
+
+
+def test_ingest_streams_progress_events_with_the_series_per_bin(server, session_id):
+    """Three pieces of 2048 tokens; bins of 64: 32, 32, then 14 whole and the partial last one."""
+    events = ingest_events(server, session_id, "x" * 5000)
     progress = [e for k, e in events if k == "progress"]
     assert [p["tokens_done"] for p in progress] == [2048, 4096, 5000]
-    assert events[-1][0] == "done" and events[-1][1]["tokens_ingested"] == 5000
+    assert [p["first_bin"] for p in progress] == [0, 32, 64]
+    assert [len(p["loss"]) for p in progress] == [len(p["write_strength"]) for p in progress] == [32, 32, 15]
+    assert all(p["bin_tokens"] == 64 for p in progress)
+    done = events[-1][1]
+    assert events[-1][0] == "done" and done["tokens_ingested"] == 5000
+    writes = [w for p in progress for w in p["write_strength"]]
+    losses = [loss for p in progress for loss in p["loss"]]
+    assert all(w > 0 for w in writes) and all(loss > 0 for loss in losses)
+    weights = [64] * 78 + [5000 - 78 * 64]  # the document's mean is the bins' token-weighted mean
+    assert sum(w * n for w, n in zip(writes, weights)) / 5000 == pytest.approx(done["mean_write_strength"])
+    assert (sum(loss * n for loss, n in zip(losses, weights)) - losses[0]) / 4999 == pytest.approx(
+        done["mean_loss"], rel=1e-3
+    )
+
+
+def test_the_bin_size_is_a_query_parameter(server, client, session_id):
+    progress = [
+        e for k, e in ingest_events(server, session_id, "y" * 2500, "&bin_tokens=1000") if k == "progress"
+    ]
+    assert [(p["first_bin"], len(p["loss"]), p["bin_tokens"]) for p in progress] == [
+        (0, 2, 1000),
+        (2, 1, 1000),
+    ]
+    refused = client.post(f"/v1/sessions/{session_id}/ingest?bin_tokens=0", content="y")
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "bin_tokens"
 
 
 @pytest.mark.parametrize(
@@ -276,3 +307,23 @@ def test_ids_and_ttls_are_checked(client):
     assert client.post("/v1/sessions/abc%0A/ingest", content="x").status_code == 400
     too_long = client.post("/v1/sessions", json={"ttl_seconds": 10**14})
     assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "ttl_seconds"
+
+
+def test_the_memory_inspector_shows_how_far_the_memory_moved(client, session_id):
+    """A new session sits at the initial memory; reading moves it; a reset brings it back."""
+    created = client.post("/v1/sessions", json={"id": session_id}).json()
+    fresh = client.get(f"/v1/sessions/{session_id}/memory").json()
+    assert fresh["object"] == "session.memory" and fresh["version"] == created["version"] == 0
+    assert len(fresh["layers"]) >= 1
+    assert all(layer["distance_from_initial"] == 0 and layer["weight_norm"] > 0 for layer in fresh["layers"])
+    client.post(f"/v1/sessions/{session_id}/ingest", content="The passkey is 41213. " * 3)  # ends mid-chunk
+    moved = client.get(f"/v1/sessions/{session_id}/memory").json()
+    session = client.get(f"/v1/sessions/{session_id}").json()
+    assert (moved["tokens_seen"], moved["version"]) == (session["tokens_seen"], session["version"]) == (66, 1)
+    assert moved["state_bytes"] == session["state_bytes"] > 0
+    assert all(layer["distance_from_initial"] > 0 for layer in moved["layers"])
+    client.post(f"/v1/sessions/{session_id}/reset")
+    reset = client.get(f"/v1/sessions/{session_id}/memory").json()
+    assert all(layer["distance_from_initial"] == 0 for layer in reset["layers"])
+    missing = client.get("/v1/sessions/no-such-session/memory")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "session_not_found"

@@ -124,17 +124,22 @@ def memory_stream(
     open_chunk: OpenChunk | None = None,
     *,
     max_surprise: float | None = None,
+    on_write: Callable[[Tensor], None] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor] | None, OpenChunk | None]:
     """:func:`memory_update` for a stream: the input continues ``open_chunk`` (if any).
 
     ``weights`` and ``momentum`` are those at the start of the open chunk. Returns ``y`` and the
     state to continue from: the weights and momentum at the start of the chunk left open, and that
-    chunk (None when the input ends on a chunk boundary).
+    chunk (None when the input ends on a chunk boundary). ``on_write``, if given, is called with
+    each token's write strength ``theta_t |u_t|`` (``[B, H, rows]``, rows in order): the size of
+    the surprise the token wrote, from factors the update computes anyway.
     """
     if isinstance(q, Tensor) and q.dim() == 4 and q.shape[2] == 1:  # a decode step
         y, open_chunk = memory_step(
             q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise=max_surprise
         )
+        if on_write is not None:
+            on_write(write_strength(open_chunk, theta))
         if open_chunk.length == chunk_size:
             weights, momentum = commit_chunk(weights, momentum, open_chunk)
             open_chunk = None
@@ -167,6 +172,8 @@ def memory_stream(
         y, open_chunk = _advance_chunk(
             q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local, max_surprise
         )
+        if on_write is not None:
+            on_write(write_strength(open_chunk, theta[:, rows]).unflatten(0, batch))
         outputs.append(y)
         if open_chunk.length == chunk_size:
             in_place = owned and not torch.is_grad_enabled()
@@ -326,6 +333,17 @@ def _key_factors(
     # clamp_min first: below the bound the scale is exactly 1 and no gradient flows through it
     scale = (max_surprise * squared.clamp_min(max_surprise**2).rsqrt()).clamp(max=1.0).unsqueeze(-1)
     return inputs, [d * scale for d in deltas]
+
+
+def write_strength(chunk: OpenChunk, theta: Tensor) -> Tensor:
+    """``theta_t |u_t|`` for the last rows of ``chunk`` (as many as ``theta`` has along its last
+    dimension): ``u_t`` is the token's clipped gradient over all layers, ``|x^T delta| = |x| |delta|``."""
+    rows = theta.shape[-1]
+    squared = sum(
+        x[..., -rows:, :].square().sum(-1) * d[..., -rows:, :].square().sum(-1)
+        for x, d in zip(chunk.inputs, chunk.deltas)
+    )
+    return theta * squared.sqrt()
 
 
 def _triangles(length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

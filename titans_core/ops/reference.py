@@ -7,6 +7,8 @@ gradients of a loss on its outputs are the exact gradients the fast path must re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -30,8 +32,10 @@ def memory_update_reference(
     chunk_size: int,
     *,
     max_surprise: float | None = None,
+    on_write: Callable[[Tensor], None] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
-    """Same contract as :func:`titans_core.ops.memory_update`, computed by the definition."""
+    """Same contract as :func:`titans_core.ops.memory_update`, computed by the definition; ``on_write``
+    gets each token's ``theta_t |u_t|`` (``[..., 1]``), the norm taken over all the MLP's layers."""
     total = q.shape[-2]
     zeros = torch.zeros_like(theta)
     eta = zeros if eta is None else eta
@@ -52,6 +56,9 @@ def memory_update_reference(
                 norm = torch.sqrt(sum(u.square().sum(dim=(-2, -1)) for u in grads))
                 scale = torch.where(norm > max_surprise, max_surprise / norm, torch.ones_like(norm))
                 grads = [u * scale[..., None, None] for u in grads]
+            if on_write is not None:
+                size = torch.sqrt(sum(u.square().sum(dim=(-2, -1)) for u in grads))
+                on_write((theta[..., t] * size).unsqueeze(-1))
             gate = (..., t, None, None)
             surprise = [eta[gate] * s - theta[gate] * u for s, u in zip(surprise, grads)]
             weights = [(1 - alpha[gate]) * w + s for w, s in zip(weights, surprise)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 from fastapi import APIRouter, Query, Request, Response
@@ -13,11 +14,12 @@ from sse_starlette.sse import EventSourceResponse
 
 from titans_core.state import to_bytes
 from titans_server.auth import Tenant
+from titans_server.bins import Bins
+from titans_server.engine import Fed
 from titans_server.errors import APIError, log
 from titans_server.routes.openai import STREAMS, abandon
 from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork, is_session_id
 from titans_server.service import Service, encode_capped, new_session_id
-from titans_server.store import SessionMeta
 
 router = APIRouter(prefix="/v1/sessions")
 
@@ -134,6 +136,24 @@ async def export_state(session_id: str, request: Request, tenant: Tenant) -> Res
     return Response(data, media_type="application/octet-stream", headers=headers)
 
 
+@router.get("/{session_id}/memory")
+async def inspect_memory(session_id: str, request: Request, tenant: Tenant) -> dict:
+    """How far the session's memory has moved: per layer, its norm and its distance from the
+    model's initial memory (what a reset returns to)."""
+    service = service_of(request)
+    async with service.session(tenant, checked(session_id), create=False) as opened:
+        meta = opened.meta
+        layers = await asyncio.to_thread(service.memory_layers, opened.state)
+    session = meta.public()
+    fields = ("tokens_seen", "version", "state_bytes", "created_at", "updated_at")
+    return {
+        "object": "session.memory",
+        "session_id": meta.id,
+        **{f: session[f] for f in fields},
+        "layers": layers,
+    }
+
+
 @router.put("/{session_id}/state")
 async def import_state(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
@@ -148,7 +168,13 @@ async def import_state(session_id: str, request: Request, tenant: Tenant) -> dic
 
 
 @router.post("/{session_id}/ingest", responses=STREAMS)
-async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool = False):
+async def ingest(
+    session_id: str,
+    request: Request,
+    tenant: Tenant,
+    stream: bool = False,
+    bin_tokens: int = Query(64, ge=1, le=65536, description="tokens per bin of the progress events' series"),
+):
     service = service_of(request)
     checked(session_id)  # before the body is read (and the key before that: a dependency)
     text = await document_of(request)
@@ -160,27 +186,41 @@ async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool
         )
     if not tokens:
         raise APIError(400, "the document is empty", code="empty_document")
+    bins = Bins(bin_tokens, len(tokens))
 
-    async def work(on_progress) -> dict:
+    async def work(on_fed: Callable[[Fed], None]) -> dict:
         async with service.session(tenant, session_id, create=True) as opened:
             begin = time.perf_counter()
-            job = await service.ingest(opened, tokens, on_progress)
+            job = await service.ingest(opened, tokens, on_fed)
             seconds = time.perf_counter() - begin
             meta = await service.commit(opened, job.state)
-        return result_of(meta, len(tokens), seconds, job)
+        return {
+            "session_id": meta.id,
+            "tokens_ingested": len(tokens),
+            "version": meta.version,
+            "seconds": seconds,
+            "tokens_per_second": len(tokens) / seconds if seconds > 0 else None,
+            **bins.means(),
+        }
 
     if not stream:
-        return await work(None)
+        return await work(bins.add)
 
     async def events():
-        progress: asyncio.Queue[int | None] = asyncio.Queue()
+        progress: asyncio.Queue[Fed | None] = asyncio.Queue()
         begin = time.perf_counter()
         task = asyncio.ensure_future(work(progress.put_nowait))
         task.add_done_callback(lambda _: progress.put_nowait(None))
         try:
-            while (done := await progress.get()) is not None:
+            while (fed := await progress.get()) is not None:
                 elapsed = time.perf_counter() - begin
-                body = {"tokens_done": done, "tokens_total": len(tokens), "tokens_per_second": done / elapsed}
+                body = {
+                    "tokens_done": fed.tokens_done,
+                    "tokens_total": len(tokens),
+                    "tokens_per_second": fed.tokens_done / elapsed,
+                    "bin_tokens": bin_tokens,
+                    **bins.add(fed),
+                }
                 yield {"event": "progress", "data": json.dumps(body)}
             try:
                 yield {"event": "done", "data": json.dumps(task.result())}
@@ -193,18 +233,6 @@ async def ingest(session_id: str, request: Request, tenant: Tenant, stream: bool
             abandon(task)
 
     return EventSourceResponse(events(), ping=15)
-
-
-def result_of(meta: SessionMeta, tokens: int, seconds: float, job) -> dict:
-    surprise = job.loss_sum / job.loss_count if job.loss_count else None
-    return {
-        "session_id": meta.id,
-        "tokens_ingested": tokens,
-        "version": meta.version,
-        "seconds": seconds,
-        "tokens_per_second": tokens / seconds if seconds > 0 else None,
-        "mean_surprise": surprise,
-    }
 
 
 async def document_of(request: Request) -> str:

@@ -305,3 +305,38 @@ def test_below_the_bound_the_guard_changes_nothing(memory_inputs):
 def test_a_bad_bound_is_refused(memory_inputs, value):
     with pytest.raises(ValueError, match="max_surprise"):
         memory_update(*memory_inputs(), 4, max_surprise=value)
+
+
+@pytest.mark.parametrize("max_surprise", [None, 1.5])
+@pytest.mark.parametrize("momentum", [True, False])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_write_strengths_match_the_definition_whatever_the_pieces(
+    memory_inputs, max_surprise, momentum, depth
+):
+    """theta_t |u_t| per token, u_t the (clipped) gradient over every layer, as the oracle computes it."""
+    args = memory_inputs(length=43, depth=depth, momentum=momentum, max_lr=0.3)
+    args[2] = 4 * args[2]  # with the guard on, most tokens are clipped
+    expected = []
+    memory_update_reference(*args, 8, max_surprise=max_surprise, on_write=expected.append)
+    expected = torch.cat(expected, dim=-1).detach()
+    for cuts in ([], [3, 8, 9, 30], list(range(1, 43))):  # one call, ragged pieces, decode steps
+        got = []
+        q, k, v, theta, eta, alpha, weights, surprise = args
+        open_chunk = None
+        for start, end in zip([0, *cuts], [*cuts, 43]):
+            piece = [x[..., start:end, :] if x.dim() == 4 else x[..., start:end] for x in (q, k, v, theta)]
+            gates = [None if x is None else x[..., start:end] for x in (eta, alpha)]
+            _, weights, surprise, open_chunk = memory_stream(
+                *piece,
+                *gates,
+                weights,
+                surprise,
+                8,
+                open_chunk,
+                max_surprise=max_surprise,
+                on_write=got.append,
+            )
+        assert rel_error(torch.cat(got, dim=-1), expected) < 1e-10
+    if max_surprise is not None:  # the bound holds: no token writes more than theta_t * max_surprise
+        assert (expected <= args[3] * max_surprise * (1 + 1e-12)).all()
+        assert torch.isclose(expected, args[3] * max_surprise).float().mean() > 0.5
