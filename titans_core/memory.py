@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from titans_core._validation import describe
 from titans_core.ops import OpenChunk, commit_chunk, memory_step, memory_stream
-from titans_core.ops.chunked_memory import check_max_surprise, write_strength
+from titans_core.ops.chunked_memory import check_max_surprise
 from titans_core.stacking import Stacker
 
 
@@ -286,9 +286,8 @@ class NeuralMemory(nn.Module):
             self.chunk_size,
             open_chunk,
             max_surprise=self.max_surprise,
+            on_write=self.on_write,
         )
-        if self.on_write is not None:
-            self.on_write(write_strength(open_chunk, theta))
         new_states = []
         for row, state in enumerate(states):
             rows = 1 + (0 if state.open_chunk is None else state.open_chunk.length)

@@ -21,7 +21,15 @@ from titans_client.errors import (
     StateMismatchError,
     TitansError,
 )
-from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionPage
+from titans_client.types import (
+    IngestProgress,
+    IngestResult,
+    LayerMemory,
+    Model,
+    Session,
+    SessionMemory,
+    SessionPage,
+)
 
 __all__ = [
     "APIConnectionError",
@@ -31,6 +39,7 @@ __all__ = [
     "BadRequestError",
     "ConflictError",
     "IngestProgress",
+    "LayerMemory",
     "IngestResult",
     "InternalServerError",
     "Model",
@@ -39,6 +48,7 @@ __all__ = [
     "RequestTooLargeError",
     "ServiceUnavailableError",
     "Session",
+    "SessionMemory",
     "SessionPage",
     "StateMismatchError",
     "TitansClient",

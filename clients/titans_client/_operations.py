@@ -18,7 +18,7 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from titans_client.errors import APIConnectionError, error_in_stream
-from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionPage
+from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionMemory, SessionPage
 
 T = TypeVar("T")
 Messages = str | list[dict[str, str]]
@@ -103,15 +103,21 @@ def complete(session_id: str | None, prompt: str, stream: bool, params: dict) ->
     return Call("POST", "/v1/completions", lambda r: r.json()["choices"][0]["text"], json=body)
 
 
-def ingest(session_id: str, document: Document) -> Call:
+def session_memory(session_id: str) -> Call:
+    return Call("GET", f"/v1/sessions/{_id(session_id)}/memory", _json(SessionMemory.from_json))
+
+
+def ingest(session_id: str, document: Document, bin_tokens: int) -> Call:
     """A ``Path`` is a file to upload in pieces; a ``str`` is the text itself."""
     path = f"/v1/sessions/{_id(session_id)}/ingest"
     headers = {"Content-Type": "text/plain; charset=utf-8"}
+    params = {"bin_tokens": str(bin_tokens)}
+    read = _json(IngestResult.from_json)
     if isinstance(document, Path):
         if not document.is_file():
             raise FileNotFoundError(f"no file {str(document)!r} to ingest")
-        return Call("POST", path, _json(IngestResult.from_json), headers=headers, upload=document)
-    return Call("POST", path, _json(IngestResult.from_json), content=document.encode(), headers=headers)
+        return Call("POST", path, read, headers=headers, upload=document, params=params)
+    return Call("POST", path, read, content=document.encode(), headers=headers, params=params)
 
 
 def _id(session_id: str) -> str:

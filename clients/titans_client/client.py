@@ -18,7 +18,7 @@ from httpx_sse import EventSource
 from titans_client import _operations as op
 from titans_client._operations import Call, Document, Messages, RetryPolicy
 from titans_client.errors import error_from_response
-from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionPage
+from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionMemory, SessionPage
 
 T = TypeVar("T")
 Progress = Callable[[IngestProgress], None]
@@ -139,15 +139,20 @@ class TitansClient:
         call = op.complete(session_id, prompt, stream, params)
         return self._stream_text(call) if stream else self._send(call)
 
+    def session_memory(self, session_id: str) -> SessionMemory:
+        """How far the session's memory has moved from the model's initial memory, per layer."""
+        return self._send(op.session_memory(session_id))
+
     def ingest(
-        self, session_id: str, document: Document, *, progress: Progress | None = None
+        self, session_id: str, document: Document, *, progress: Progress | None = None, bin_tokens: int = 64
     ) -> IngestResult:
         """Put a document into the session's memory: a ``Path`` is uploaded in pieces, a ``str`` is
-        the text. ``progress`` is called as the server works through it."""
-        call = op.ingest(session_id, document)
+        the text. ``progress`` is called as the server works through it, with the loss and write
+        strength of each bin of ``bin_tokens`` tokens done since the last call."""
+        call = op.ingest(session_id, document, bin_tokens)
         if progress is None:
             return self._send(call)
-        call.params = {"stream": "true"}
+        call.params["stream"] = "true"
         with self._open(call) as response:
             for event in EventSource(response).iter_sse():
                 update = op.ingest_event(event)
@@ -289,13 +294,16 @@ class AsyncTitansClient:
         call = op.complete(session_id, prompt, stream, params)
         return self._stream_text(call) if stream else await self._send(call)
 
+    async def session_memory(self, session_id: str) -> SessionMemory:
+        return await self._send(op.session_memory(session_id))
+
     async def ingest(
-        self, session_id: str, document: Document, *, progress: Progress | None = None
+        self, session_id: str, document: Document, *, progress: Progress | None = None, bin_tokens: int = 64
     ) -> IngestResult:
-        call = op.ingest(session_id, document)
+        call = op.ingest(session_id, document, bin_tokens)
         if progress is None:
             return await self._send(call)
-        call.params = {"stream": "true"}
+        call.params["stream"] = "true"
         async with self._open(call) as response:
             async for event in EventSource(response).aiter_sse():
                 update = op.ingest_event(event)

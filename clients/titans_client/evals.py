@@ -105,13 +105,13 @@ def ingest_loss(client: TitansClient, text: str) -> dict:
     finally:
         for session in (remembered, fresh):
             forget(client, session)
-    if after.mean_surprise is None or alone.mean_surprise is None:
-        raise ValueError("the server reported no mean_surprise for the ingested halves")
+    if after.mean_loss is None or alone.mean_loss is None:
+        raise ValueError("the server reported no mean_loss for the ingested halves")
     return {
         "eval": "ingest-loss",
-        "loss_after_first_half": after.mean_surprise,
-        "loss_fresh": alone.mean_surprise,
-        "gap": alone.mean_surprise - after.mean_surprise,
+        "loss_after_first_half": after.mean_loss,
+        "loss_fresh": alone.mean_loss,
+        "gap": alone.mean_loss - after.mean_loss,
         "first_half_tokens": before.tokens_ingested,
         "second_half_tokens": after.tokens_ingested,
         "model": client.models()[0].id,

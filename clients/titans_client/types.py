@@ -47,21 +47,58 @@ class SessionPage:
 
 @dataclass(frozen=True)
 class IngestProgress(_FromJson):
+    """How far an ingestion is, and the bins of ``bin_tokens`` tokens it completed since the last
+    update, from bin ``first_bin`` on: per bin the model's mean next-token ``loss`` (nats; None where
+    no token had a prediction) and the memory's mean ``write_strength`` (how much the tokens moved it)."""
+
     tokens_done: int
     tokens_total: int
     tokens_per_second: float
+    bin_tokens: int = 64
+    first_bin: int = 0
+    loss: list[float | None] = field(default_factory=list)
+    write_strength: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class IngestResult(_FromJson):
-    """A document in the session's memory; ``mean_surprise`` is its mean next-token loss (nats)."""
+    """A document in the session's memory: its mean next-token loss (nats) and mean write strength."""
 
     session_id: str
     tokens_ingested: int
     version: int
     seconds: float
     tokens_per_second: float | None
-    mean_surprise: float | None
+    mean_loss: float | None
+    mean_write_strength: float | None
+
+
+@dataclass(frozen=True)
+class LayerMemory(_FromJson):
+    """One layer's memory: its norm, and its distance from the model's initial memory."""
+
+    layer: int
+    weight_norm: float
+    distance_from_initial: float
+
+
+@dataclass(frozen=True)
+class SessionMemory:
+    """How far a session's memory has moved, per layer."""
+
+    session_id: str
+    tokens_seen: int
+    version: int
+    state_bytes: int
+    created_at: int
+    updated_at: int
+    layers: list[LayerMemory]
+
+    @classmethod
+    def from_json(cls, data: dict) -> SessionMemory:
+        names = {f.name for f in fields(cls)} - {"layers"}
+        layers = [LayerMemory.from_json(layer) for layer in data["layers"]]
+        return cls(**{key: value for key, value in data.items() if key in names}, layers=layers)
 
 
 @dataclass(frozen=True)

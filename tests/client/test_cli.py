@@ -51,6 +51,7 @@ def test_ingest_files_with_a_progress_report(server, tmp_path):
     done = titans("ingest", str(first), str(second), "--session", name, server=server)
     assert done.returncode == 0, done.stderr
     assert "3,000 tokens" in done.stderr and "500 tokens" in done.stderr
+    assert done.stderr.count("mean loss") == 2 and done.stderr.count("mean write") == 2
     session = httpx.get(f"{server.url}/v1/sessions/{name}").json()
     assert (session["version"], session["tokens_seen"]) == (2, 3500)
 
@@ -63,6 +64,12 @@ def test_sessions_commands(server, tmp_path):
     listed = json.loads(titans("sessions", "ls", "--limit", "100", "--json", server=server).stdout)
     assert name in [s["id"] for s in listed["data"]]
     assert name in titans("sessions", "ls", "--limit", "100", server=server).stdout  # the table
+
+    inspected = json.loads(titans("sessions", "memory", name, "--json", server=server).stdout)
+    assert inspected["version"] == 1 and all(
+        layer["distance_from_initial"] > 0 for layer in inspected["layers"]
+    )
+    assert "distance from initial" in titans("sessions", "memory", name, server=server).stdout
 
     state = tmp_path / "state.safetensors"
     assert titans("sessions", "export", name, str(state), server=server).returncode == 0

@@ -86,9 +86,15 @@ def test_a_document_is_ingested_with_progress(client, tmp_path, server):
     document.write_text("The passkey is 4417. " * 400)
     updates: list[IngestProgress] = []
     name = fresh_id("doc")
-    done = client.ingest(name, document, progress=updates.append)
-    assert done.tokens_ingested == len(document.read_bytes()) and done.version == 1
+    done = client.ingest(name, document, progress=updates.append, bin_tokens=100)
+    assert done.tokens_ingested == len(document.read_bytes()) == 8400 and done.version == 1
     assert updates and updates[-1].tokens_done <= done.tokens_ingested == updates[-1].tokens_total
+    assert [u.first_bin for u in updates[1:]] == [u.first_bin + len(u.loss) for u in updates[:-1]]
+    writes = [w for u in updates for w in u.write_strength]
+    assert len(writes) == 84 and sum(writes) / 84 == pytest.approx(done.mean_write_strength)
+    assert done.mean_loss > 0 and all(u.bin_tokens == 100 for u in updates)
+    layers = client.session_memory(name).layers
+    assert layers and all(layer.distance_from_initial > 0 for layer in layers)
     again = client.ingest(name, "more text")  # a str is the text itself
     assert again.version == 2 and client.get_session(name).tokens_seen == done.tokens_ingested + 9
 
@@ -159,9 +165,11 @@ def test_the_async_client_does_the_same(server, tmp_path):
             pieces = [piece async for piece in await client.chat(name, "hi", stream=True, **GREEDY)]
             assert "".join(pieces) == await client.chat(None, "hi", **GREEDY)
             updates = []
-            await client.ingest(name, "a document " * 300, progress=updates.append)
+            await client.ingest(name, "a document " * 300, progress=updates.append, bin_tokens=1000)
             session = await client.get_session(name)
-            assert session.version == 2 and updates
+            assert session.version == 2 and sum(len(u.write_strength) for u in updates) == 4  # 3,300 tokens
+            memory = await client.session_memory(name)
+            assert (memory.version, memory.tokens_seen) == (2, session.tokens_seen)
             state = await client.export_state(name, tmp_path / "s")
             copy = await client.import_state(fresh_id("async-copy"), state)
             assert copy.tokens_seen == session.tokens_seen

@@ -136,10 +136,19 @@ def memory_stream(
     """
     if isinstance(q, Tensor) and q.dim() == 4 and q.shape[2] == 1:  # a decode step
         y, open_chunk = memory_step(
-            q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise=max_surprise
+            q,
+            k,
+            v,
+            theta,
+            eta,
+            alpha,
+            weights,
+            momentum,
+            chunk_size,
+            open_chunk,
+            max_surprise=max_surprise,
+            on_write=on_write,
         )
-        if on_write is not None:
-            on_write(write_strength(open_chunk, theta))
         if open_chunk.length == chunk_size:
             weights, momentum = commit_chunk(weights, momentum, open_chunk)
             open_chunk = None
@@ -161,7 +170,7 @@ def memory_stream(
         rows = slice(bounds[whole[0]], bounds[whole[-1] + 1])
         split = lambda x: None if x is None else x[:, rows].unflatten(1, (len(whole), chunk_size))  # noqa: E731
         batched = _LocalCoefficients.of(split(theta), split(eta), split(alpha))
-    outputs = []
+    outputs, norms = [], []
     owned = False  # whether the weights are tensors this call made, free to update in place
     for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
         rows = slice(start, end)
@@ -169,12 +178,11 @@ def memory_stream(
             local = batched.select(i - whole[0])
         else:
             local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
-        y, open_chunk = _advance_chunk(
-            q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local, max_surprise
+        y, open_chunk, squared = _advance_chunk(
+            q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local, max_surprise, on_write
         )
-        if on_write is not None:
-            on_write(write_strength(open_chunk, theta[:, rows]).unflatten(0, batch))
         outputs.append(y)
+        norms.append(squared)
         if open_chunk.length == chunk_size:
             in_place = owned and not torch.is_grad_enabled()
             weights, momentum = _commit(weights, momentum, open_chunk, in_place)
@@ -183,6 +191,8 @@ def memory_stream(
         y = outputs[0]
     else:
         y = torch.cat(outputs, dim=1) if outputs else q.new_empty(*q.shape[:-1], weights[-1].shape[-1])
+    if on_write is not None and total:  # once per call: a few ops, not a few per chunk
+        on_write(_write_strength(theta, torch.cat(norms, dim=1), max_surprise).unflatten(0, batch))
     weights, momentum = _unflat_list(weights, batch), _unflat_list(momentum, batch)
     if open_chunk is not None:
         # A state is kept and stored: its rows must not be views pinning this call's inputs.
@@ -216,9 +226,12 @@ def _unflat_list(xs: list[Tensor] | None, batch: torch.Size) -> list[Tensor] | N
     return None if xs is None else [x.unflatten(0, batch) for x in xs]
 
 
-def _advance_chunk(q, k, v, weights, momentum, open_chunk, local, max_surprise) -> tuple[Tensor, OpenChunk]:
-    """Add rows to the current chunk: their reads, and the chunk with them."""
-    inputs, deltas = _key_factors(k, v, weights, max_surprise)
+def _advance_chunk(
+    q, k, v, weights, momentum, open_chunk, local, max_surprise, on_write
+) -> tuple[Tensor, OpenChunk, Tensor | None]:
+    """Add rows to the current chunk: their reads, the chunk with them, and the squared norms of
+    their gradients (None unless the guard or ``on_write`` needed them)."""
+    inputs, deltas, squared = _key_factors(k, v, weights, max_surprise, on_write is not None)
     g, beta, f = local.g, local.beta, local.f
     s_end, m_end = local.s_end, None if local.m is None else local.m[:, -1]
     if open_chunk is not None:
@@ -237,7 +250,7 @@ def _advance_chunk(q, k, v, weights, momentum, open_chunk, local, max_surprise) 
         beta = None if beta is None else beta * prev.beta.unsqueeze(-1)
     y = _read(q, weights, momentum, inputs, deltas, g, beta, f)
     last = lambda x: None if x is None else x[:, -1]  # noqa: E731
-    return y, OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end)
+    return y, OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end), squared
 
 
 def memory_step(
@@ -253,6 +266,7 @@ def memory_step(
     open_chunk: OpenChunk | None = None,
     *,
     max_surprise: float | None = None,
+    on_write: Callable[[Tensor], None] | None = None,
 ) -> tuple[Tensor, OpenChunk]:
     """One token per stream (``T = 1``): its read, and the open chunk with its row appended.
 
@@ -264,16 +278,21 @@ def memory_step(
     _check_inputs(q, k, v, theta, eta, alpha, weights, momentum, chunk_size, open_chunk, max_surprise)
     if q.shape[2] != 1:
         raise ValueError(f"memory_step takes one token per stream, got {q.shape[2]}")
-    return _advance_one(q, k, v, theta, eta, alpha, weights, momentum, open_chunk, max_surprise)
+    y, open_chunk, squared = _advance_one(
+        q, k, v, theta, eta, alpha, weights, momentum, open_chunk, max_surprise, on_write is not None
+    )
+    if on_write is not None:
+        on_write(_write_strength(theta, squared, max_surprise))
+    return y, open_chunk
 
 
 def _advance_one(
-    q, k, v, theta, eta, alpha, weights, momentum, open_chunk, max_surprise
-) -> tuple[Tensor, OpenChunk]:
+    q, k, v, theta, eta, alpha, weights, momentum, open_chunk, max_surprise, with_norms
+) -> tuple[Tensor, OpenChunk, Tensor | None]:
     """:func:`_advance_chunk` for one row with every product written out, on ``[B, H, ...]``
     tensors as they come: decoding is bound by the number of ops, not FLOPs.
     """
-    inputs, deltas = _key_factors(k, v, weights, max_surprise)
+    inputs, deltas, squared = _key_factors(k, v, weights, max_surprise, with_norms)
     theta, kept = theta[..., 0], None if alpha is None else 1 - alpha[..., 0]
     eta = None if eta is None else eta[..., 0]
     if open_chunk is None:
@@ -300,7 +319,7 @@ def _advance_one(
             pre = pre + (a * f[..., None, None]) @ momentum[layer]
         pre = pre - ((a @ inputs[layer].mT) * g.unsqueeze(-2)) @ deltas[layer]
         a = pre if layer == last else torch.nn.functional.silu(pre)
-    return a, OpenChunk(inputs, deltas, g, s, beta, f, m)
+    return a, OpenChunk(inputs, deltas, g, s, beta, f, m), squared
 
 
 def _silu_grad(h: Tensor) -> Tensor:
@@ -309,10 +328,11 @@ def _silu_grad(h: Tensor) -> Tensor:
 
 
 def _key_factors(
-    k: Tensor, v: Tensor, weights: list[Tensor], max_surprise: float | None
-) -> tuple[list[Tensor], list[Tensor]]:
+    k: Tensor, v: Tensor, weights: list[Tensor], max_surprise: float | None, with_norms: bool = False
+) -> tuple[list[Tensor], list[Tensor], Tensor | None]:
     """Each layer's input and output-gradient at the keys: the factors of the per-token gradients,
-    the deltas scaled so that no token's gradient is longer than ``max_surprise``.
+    the deltas scaled so that no token's gradient is longer than ``max_surprise``; and each token's
+    squared gradient norm before the scaling (None when neither the guard nor ``with_norms`` wants it).
 
     Layer ``l``'s gradient is the outer product ``x^T delta``, of norm ``|x| |delta|``: the whole
     gradient's norm needs no product formed, and scaling every delta of a token scales its gradient.
@@ -327,23 +347,20 @@ def _key_factors(
         delta = (delta @ w.mT).mul_(_silu_grad(h))
         deltas.append(delta)
     deltas = deltas[::-1]
-    if max_surprise is None:
-        return inputs, deltas
+    if max_surprise is None and not with_norms:
+        return inputs, deltas, None
     squared = sum(x.square().sum(-1) * d.square().sum(-1) for x, d in zip(inputs, deltas))
+    if max_surprise is None:
+        return inputs, deltas, squared
     # clamp_min first: below the bound the scale is exactly 1 and no gradient flows through it
     scale = (max_surprise * squared.clamp_min(max_surprise**2).rsqrt()).clamp(max=1.0).unsqueeze(-1)
-    return inputs, [d * scale for d in deltas]
+    return inputs, [d * scale for d in deltas], squared
 
 
-def write_strength(chunk: OpenChunk, theta: Tensor) -> Tensor:
-    """``theta_t |u_t|`` for the last rows of ``chunk`` (as many as ``theta`` has along its last
-    dimension): ``u_t`` is the token's clipped gradient over all layers, ``|x^T delta| = |x| |delta|``."""
-    rows = theta.shape[-1]
-    squared = sum(
-        x[..., -rows:, :].square().sum(-1) * d[..., -rows:, :].square().sum(-1)
-        for x, d in zip(chunk.inputs, chunk.deltas)
-    )
-    return theta * squared.sqrt()
+def _write_strength(theta: Tensor, squared: Tensor, max_surprise: float | None) -> Tensor:
+    """``theta_t |u_t|``: the gate times the token's gradient norm, as the guard clipped it."""
+    norm = squared.sqrt()
+    return theta * (norm if max_surprise is None else norm.clamp(max=max_surprise))
 
 
 def _triangles(length: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

@@ -95,8 +95,9 @@ def ingest(
                 total=done.tokens_ingested,
                 rate=done.tokens_per_second or 0,
             )
-            surprise = "" if done.mean_surprise is None else f", mean surprise {done.mean_surprise:.3f} nats"
+            loss = "" if done.mean_loss is None else f", mean loss {done.mean_loss:.3f} nats"
+            write = "" if done.mean_write_strength is None else f", mean write {done.mean_write_strength:.4f}"
             bar.console.print(
-                f"{file}: {done.tokens_ingested:,} tokens in {done.seconds:.1f} s{surprise}; "
+                f"{file}: {done.tokens_ingested:,} tokens in {done.seconds:.1f} s{loss}{write}; "
                 f"session {done.session_id} at version {done.version}"
             )

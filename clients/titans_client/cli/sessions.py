@@ -1,4 +1,4 @@
-"""``titans sessions ...``: list, show, delete, fork, reset, export and import sessions."""
+"""``titans sessions ...``: list, show, inspect, delete, fork, reset, export and import sessions."""
 
 from __future__ import annotations
 
@@ -68,6 +68,26 @@ def show(
         print_json(session)
     else:
         console.print(_table([session]))
+
+
+@app.command("memory")
+def memory(
+    session_id: SessionId,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Show how far a session's memory has moved from the model's initial memory, per layer."""
+    with connect(base_url, api_key) as client:
+        report = client.session_memory(session_id)
+    if as_json:
+        print_json(report)
+        return
+    table = Table("layer", "weight norm", "distance from initial")
+    for layer in report.layers:
+        table.add_row(str(layer.layer), f"{layer.weight_norm:.4f}", f"{layer.distance_from_initial:.4f}")
+    console.print(f"{report.session_id}: version {report.version}, {report.tokens_seen:,} tokens seen")
+    console.print(table)
 
 
 @app.command("rm")
