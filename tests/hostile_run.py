@@ -28,9 +28,10 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.conftest import Server  # noqa: E402
+from servers import Server  # noqa: E402
+
 from titans_core.state import read_metadata  # noqa: E402
 
 KEY = "hostile-run-key-" + "k" * 32

@@ -8,7 +8,6 @@ import os
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-import redis.asyncio as aioredis
 import torch
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -25,7 +24,7 @@ from titans_server.routes import health, openai, playground, sessions
 from titans_server.schemas import ErrorBody
 from titans_server.service import Service
 from titans_server.settings import Settings
-from titans_server.store import CLIENT_TIMEOUTS, EmbeddedRedis, SessionStore
+from titans_server.store import EmbeddedRedis, SessionStore, connect
 
 log = logging.getLogger("titans_server")
 
@@ -64,7 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
                 cleanup.callback(embedded.stop)
                 client = embedded.client()
             else:
-                client = aioredis.Redis.from_url(settings.redis_url, **CLIENT_TIMEOUTS)
+                client = connect(settings.redis_url, settings.redis_cluster)
             cleanup.push_async_callback(client.aclose)
             metrics = Metrics()
             engine = Engine(
@@ -77,7 +76,11 @@ def create_app(settings: Settings) -> FastAPI:
             engine.step_observer = metrics.observe_step
             engine.start()
             cleanup.push_async_callback(asyncio.to_thread, engine.stop)  # off the event loop
-            app.state.service = Service(settings, model, model_id, SessionStore(client), engine, metrics)
+            store = SessionStore(
+                client, wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout
+            )
+            cleanup.push_async_callback(store.close)
+            app.state.service = Service(settings, model, model_id, store, engine, metrics)
             log.info(
                 "serving %s on %s (%d CPU threads), listening on http://%s:%d",
                 model_id,

@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import torch
+
 from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
 from titans_core.state import MAX_POSITION, check_state, from_bytes, state_shapes, to_bytes
 from titans_server import transcript
@@ -258,7 +260,7 @@ class Service:
         except SessionLimit as error:
             raise APIError(429, str(error), code="too_many_sessions") from error
         except StoreUnavailable as error:  # the write may or may not have landed: not safe to resend
-            raise APIError(503, str(error), code="commit_uncertain") from error
+            raise APIError(503, str(error), code="commit_uncertain", headers={"Retry-After": "1"}) from error
         self.metrics.state_save_seconds.observe(time.perf_counter() - begin)
         return committed
 
@@ -371,7 +373,8 @@ class Service:
     def memory_layers(self, state: ModelState | None) -> list[dict]:
         """Per layer: the norm of the session's memory (every head and MLP layer, as of its last
         token) and its distance from the model's initial memory, where every session starts."""
-        initial = self.model.initial_state(1)
+        with torch.no_grad():  # the initial memory is a learned parameter
+            initial = self.model.initial_state(1).map(torch.Tensor.detach)
         layers = []
         for index, (now, start) in enumerate(zip((state or initial).layers, initial.layers)):
             current = [w.to(s.device) for w, s in zip(now.memory.current_weights(), start.memory.weights)]

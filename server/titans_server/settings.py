@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,7 +24,19 @@ class Settings(BaseSettings):
         description="where the embedded Redis keeps its files (relative: to the working directory)",
     )
     redis_url: str | None = Field(
-        None, description="redis:// or rediss:// URL of an external Redis; unset: start an embedded one"
+        None,
+        description="redis:// or rediss:// URL of an external Redis (with --redis-cluster: any node of "
+        "the cluster); unset: start an embedded one",
+    )
+    redis_cluster: bool = Field(False, description="the Redis at --redis-url is a Redis Cluster")
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        description="acknowledge a commit only once this many replicas hold it (WAIT; else 503 "
+        "commit_uncertain)",
+    )
+    redis_wait_timeout: float = Field(
+        1.0, gt=0, description="seconds a commit waits for --redis-wait-replicas replicas"
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     threads: int | None = Field(
@@ -72,6 +84,15 @@ class Settings(BaseSettings):
         None, description="one key for simple setups (tenant 'default'); at least 16 characters"
     )
     metrics_auth: bool = Field(False, description="ask for an API key on /metrics too")
+
+    @model_validator(mode="after")
+    def _replicas_need_a_url(self) -> Settings:
+        """The embedded Redis is one node without replicas: a cluster or replicas must be named."""
+        if self.redis_url is None and self.redis_cluster:
+            raise ValueError("--redis-cluster needs --redis-url naming a node of the cluster")
+        if self.redis_url is None and self.redis_wait_replicas:
+            raise ValueError("--redis-wait-replicas needs --redis-url: the embedded Redis has no replicas")
+        return self
 
     @field_validator("api_key")
     @classmethod

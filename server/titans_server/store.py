@@ -31,23 +31,28 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import RedisError, ResponseError
 
 log = logging.getLogger("titans_server")
 
 # KEYS: meta, state. ARGV: expected version (-1: the session must not exist), state bytes ("" to
-# clear), ttl in ms (0: none), then meta field/value pairs. Returns the new version, -1 if the
-# session is missing, -2 on a version conflict.
+# clear), ttl in ms (0: none), the commit's revision, then meta field/value pairs. Returns the new
+# version, -1 if the session is missing, -2 on a version conflict. Idempotent: the same commit sent
+# again (its reply lost, the client retried) finds its own revision and returns its version.
 _COMMIT = """
 local current = redis.call('HGET', KEYS[1], 'version')
 local expected = tonumber(ARGV[1])
 if current == false then
   if expected ~= -1 then return -1 end
 elseif expected == -1 or tonumber(current) ~= expected then
+  if redis.call('HGET', KEYS[1], 'revision') == ARGV[4] then return tonumber(current) end
   return -2
 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[2]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -105,6 +110,22 @@ CREATION_GRACE_MS = 60_000
 
 # A Redis that stops answering must turn into 503s, not requests hanging with their sessions locked.
 CLIENT_TIMEOUTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+# A cluster's primary that dies is replaced by its replica in a few seconds (cluster-node-timeout
+# and the election): calls retry through that gap, ~5-10 s in all, and the client refreshes its
+# map of slots as it goes. A node that hangs rather than dies is given up on after 5 s.
+CLUSTER_OPTIONS = {
+    "socket_timeout": 5.0,
+    "socket_connect_timeout": 1.0,
+    "retry": Retry(EqualJitterBackoff(base=0.05, cap=0.5), 20),
+    "topology_refresh_min_interval": 0.25,
+}
+
+
+def connect(url: str, cluster: bool) -> aioredis.Redis | RedisCluster:
+    """A client of the Redis at ``url``: one node, or (``cluster``) the cluster it belongs to."""
+    if cluster:
+        return RedisCluster.from_url(url, **CLUSTER_OPTIONS)
+    return aioredis.Redis.from_url(url, **CLIENT_TIMEOUTS)
 
 
 _HOLDS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
@@ -114,6 +135,10 @@ _RENEW = _HOLDS.format("'PEXPIRE', KEYS[1], ARGV[2]")
 
 class StoreUnavailable(Exception):
     """Redis cannot be reached or answered with an error."""
+
+
+class ReplicationUnconfirmed(StoreUnavailable):
+    """A commit reached its primary, but not (as far as we know) the replicas it was to wait for."""
 
 
 class VersionConflict(Exception):
@@ -221,17 +246,26 @@ class StateCache:
 
 
 class SessionStore:
-    """Async access to sessions; every Redis failure surfaces as :class:`StoreUnavailable`."""
+    """Async access to sessions; every Redis failure surfaces as :class:`StoreUnavailable`.
 
-    def __init__(self, client: aioredis.Redis, cache_bytes: int = 256 << 20):
+    The client is one Redis or a Redis Cluster (every script touches one slot). With
+    ``wait_replicas``, a commit counts only once that many replicas confirm it (WAIT, on the
+    connection that wrote it, within ``wait_timeout`` seconds); else :class:`ReplicationUnconfirmed`.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis | RedisCluster,
+        cache_bytes: int = 256 << 20,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
+    ):
         self.redis = client
+        self.cluster = isinstance(client, RedisCluster)
+        self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
         self.cache = StateCache(cache_bytes)
-        self._commit = client.register_script(_COMMIT)
-        self._release = client.register_script(_RELEASE)
-        self._renew = client.register_script(_RENEW)
-        self._reserve = client.register_script(_RESERVE)
-        self._confirm = client.register_script(_CONFIRM)
-        self._count = client.register_script(_COUNT)
+        self._unreleased: dict[str, tuple[str, float]] = {}  # lease key -> our token, its deadline
+        self._node_clients: dict[str, aioredis.Redis] = {}  # a cluster's nodes, for commits with WAIT
 
     @staticmethod
     def _key(tenant: str, session: str) -> str:
@@ -251,9 +285,10 @@ class SessionStore:
         Correctness never depends on it (commits compare versions); it saves wasted work.
         """
         key = self._key(tenant, session) + ":lease"
-        token = secrets.token_hex(16)
+        token, unreleased_until = self._unreleased.pop(key, (secrets.token_hex(16), 0.0))
+        ours = unreleased_until > time.monotonic()  # a lease of ours whose release failed
         deadline, delay = time.monotonic() + wait_seconds, 0.005
-        while not await self._call(self.redis.set(key, token, nx=True, px=ttl_ms)):
+        while not await self._take(key, token, ttl_ms, ours):
             if time.monotonic() > deadline:
                 raise LeaseBusy(f"session {session!r} is busy on another server")
             await asyncio.sleep(delay)
@@ -263,14 +298,27 @@ class SessionStore:
             yield
         finally:
             renewing.cancel()
-            with suppress(StoreUnavailable):
-                await self._call(self._release(keys=[key], args=[token]))
+            try:
+                await self._call(self._script(_RELEASE, [key], token))
+            except StoreUnavailable:  # it may still hold: we know it is ours, and take it back
+                self._remember_unreleased(key, token, time.monotonic() + ttl_ms / 1000)
+
+    async def _take(self, key: str, token: str, ttl_ms: int, ours: bool) -> bool:
+        if await self._call(self.redis.set(key, token, nx=True, px=ttl_ms)):
+            return True
+        return ours and bool(await self._call(self._script(_RENEW, [key], token, ttl_ms)))
+
+    def _remember_unreleased(self, key: str, token: str, until: float) -> None:
+        now = time.monotonic()
+        for stale in [k for k, (_, deadline) in self._unreleased.items() if deadline <= now]:
+            del self._unreleased[stale]
+        self._unreleased[key] = (token, until)
 
     async def _keep(self, key: str, token: str, ttl_ms: int) -> None:
         while True:
             await asyncio.sleep(ttl_ms / 3000)
             try:
-                if not await self._call(self._renew(keys=[key], args=[token, ttl_ms])):
+                if not await self._call(self._script(_RENEW, [key], token, ttl_ms)):
                     log.warning("lost the lease %s: another server may work on the session", key)
                     return
             except StoreUnavailable:
@@ -278,6 +326,8 @@ class SessionStore:
 
     async def ping(self) -> bool:
         try:
+            if self.cluster:  # the cluster answers: a shard in failover is the commits' business
+                return bool(await self.redis.ping(target_nodes=RedisCluster.RANDOM))
             return bool(await self.redis.ping())
         except (RedisError, OSError):
             return False
@@ -317,10 +367,10 @@ class SessionStore:
         index = self._index(tenant)
         if expected == -1:  # a place in the index first: a lapsed entry is harmless, an unindexed session not
             args = [meta.id, meta.created_at, -1 if limit is None else limit, _now_ms(), CREATION_GRACE_MS]
-            if not await self._call(self._reserve(keys=index, args=args)):
+            if not await self._call(self._script(_RESERVE, index, *args)):
                 raise SessionLimit(f"this API key holds {limit} sessions, the most it may")
-        args = [expected, blob or b"", meta.ttl_seconds * 1000, *meta.to_fields()]
-        result = await self._call(self._commit(keys=[key + ":meta", key + ":state"], args=args))
+        args = [expected, blob or b"", meta.ttl_seconds * 1000, meta.revision, *meta.to_fields()]
+        result, replicated = await self._call(self._commit_replicated([key + ":meta", key + ":state"], args))
         if result < 0:
             self.cache.drop(key)
             raise VersionConflict(f"session {meta.id!r} changed while this request ran")
@@ -330,10 +380,52 @@ class SessionStore:
             self.cache.drop(key)
         deadline = _now_ms() + meta.ttl_seconds * 1000 if meta.ttl_seconds else 0
         try:  # landed either way: an entry left unconfirmed lapses, and the next commit confirms it
-            await self._call(self._confirm(keys=index, args=[meta.id, meta.created_at, deadline]))
+            await self._call(self._script(_CONFIRM, index, meta.id, meta.created_at, deadline))
         except StoreUnavailable as error:
             log.warning("session %r committed, its index entry not confirmed: %s", meta.id, error)
+        if replicated is not None and replicated < self.wait_replicas:
+            raise ReplicationUnconfirmed(
+                f"the commit of session {meta.id!r} reached its primary, but {replicated} of "
+                f"{self.wait_replicas} replicas confirmed it within {self.wait_timeout:g} s"
+            )
         return meta
+
+    async def _commit_replicated(self, keys: list[str], args: list) -> tuple[int, int | None]:
+        """The commit script's result, and how many replicas confirmed it (None: not asked).
+
+        WAIT counts the writes of the connection it is sent on, so the script and the WAIT go in
+        one pipeline on one connection of one node: the single Redis, or in a cluster the node our
+        map of slots names, through a plain client of its own (the cluster client would follow a
+        redirect on another connection, and a WAIT there would count nothing of ours). A node that
+        answers MOVED (a failover moved the slot) wrote nothing: the cluster client then commits,
+        following the redirect and learning the new map, and the commit counts as unreplicated.
+        """
+        if not self.wait_replicas:
+            return await self._script(_COMMIT, keys, *args), None
+        client = self._node_client(self.redis.get_node_from_key(keys[0])) if self.cluster else self.redis
+        pipe = client.pipeline(transaction=False)
+        pipe.eval(_COMMIT, len(keys), *keys, *args)
+        pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
+        result, replicated = await pipe.execute(raise_on_error=False)
+        if isinstance(result, ResponseError) and str(result).startswith("MOVED"):
+            return await self._script(_COMMIT, keys, *args), 0
+        for reply in (result, replicated):
+            if isinstance(reply, Exception):
+                raise reply
+        return result, replicated
+
+    def _node_client(self, node) -> aioredis.Redis:
+        """A plain client of one cluster node, with the cluster client's settings (auth, TLS)."""
+        if node.name not in self._node_clients:
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            self._node_clients[node.name] = aioredis.Redis(connection_pool=pool)
+        return self._node_clients[node.name]
+
+    async def close(self) -> None:
+        """Close the clients the store made (not the one it was given)."""
+        for client in self._node_clients.values():
+            await client.aclose()
+        self._node_clients.clear()
 
     async def delete(self, tenant: str, session: str) -> bool:
         key = self._key(tenant, session)
@@ -347,7 +439,7 @@ class SessionStore:
 
     async def count(self, tenant: str) -> int:
         """The tenant's sessions, those whose TTL ran out (or whose creation never landed) dropped."""
-        return await self._call(self._count(keys=self._index(tenant), args=[_now_ms()]))
+        return await self._call(self._script(_COUNT, self._index(tenant), _now_ms()))
 
     async def list(
         self, tenant: str, after: str | None, limit: int
@@ -373,6 +465,12 @@ class SessionStore:
                 found.append(SessionMeta.from_fields(raw))
         cursor = page[-1].decode() if page else None
         return found, len(ids) > limit, cursor
+
+    def _script(self, script: str, keys: list[str], *args):
+        """EVAL, not EVALSHA: a node that lacks the script (new, restarted, promoted) compiles it on
+        the spot. redis-py's fallback for EVALSHA loads it on every primary of a cluster, and fails
+        while any primary is down, even for keys on healthy shards."""
+        return self.redis.eval(script, len(keys), *keys, *args)
 
     async def _call(self, awaitable):
         try:
