@@ -9,7 +9,8 @@ Redis Cluster on loopback from tests/redis_cluster.py), interleaved in one proce
 - ``raw``: ``SET`` then ``GET`` of the bytes under one key;
 - ``store``: ``SessionStore.commit`` (the compare-and-set script and the index confirmation) then
   ``SessionStore.load`` (the metadata hash and the state), with the in-process cache off;
-- ``store, WAIT 1`` (cluster only): the commit acknowledged once a replica holds it;
+- ``store, WAIT 1`` (cluster only): the commit acknowledged once a replica holds it, against
+  ``raw set + WAIT 1``, the same bytes SET and waited for on one connection of the key's node;
 - ``codec``: ``to_bytes`` and ``from_bytes`` of the state, what a request adds around the store.
 
 Medians of the per-repeat ratios to raw, and the medians of the times.
@@ -27,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis.asyncio as aioredis
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -49,8 +51,11 @@ async def measure(client, blob: bytes, repeats: int, wait_replicas: int) -> dict
     plain = SessionStore(client, cache_bytes=0)
     waiting = SessionStore(client, cache_bytes=0, wait_replicas=1) if wait_replicas else None
     times: dict[str, list[float]] = {"raw set": [], "raw get": [], "store commit": [], "store load": []}
-    if waiting:
-        times["store commit, WAIT 1"] = []
+    if waiting:  # the raw counterpart: SET and WAIT on one connection of the key's node
+        await client.initialize()
+        node = client.get_node_from_key("bench:{raw}:state")
+        direct = aioredis.Redis(host=node.host, port=node.port)
+        times["raw set + WAIT 1"], times["store commit, WAIT 1"] = [], []
     versions = {"plain": -1, "waiting": -1}  # new sessions on every call
     ids = {name: f"bench-{name}-{os.urandom(4).hex()}" for name in versions}
     for _ in range(repeats):
@@ -60,6 +65,16 @@ async def measure(client, blob: bytes, repeats: int, wait_replicas: int) -> dict
         begin = time.perf_counter()
         assert len(await client.get("bench:{raw}:state")) == len(blob)
         times["raw get"].append(time.perf_counter() - begin)
+        if waiting:
+            begin = time.perf_counter()
+            replicated = (
+                await direct.pipeline(transaction=False)
+                .set("bench:{raw}:state", blob)
+                .wait(1, 1000)
+                .execute()
+            )
+            times["raw set + WAIT 1"].append(time.perf_counter() - begin)
+            assert replicated[-1] == 1
         for name, store in (("plain", plain), ("waiting", waiting)):
             if store is None:
                 continue
@@ -73,6 +88,8 @@ async def measure(client, blob: bytes, repeats: int, wait_replicas: int) -> dict
         _, loaded = await plain.load("bench", ids["plain"])
         times["store load"].append(time.perf_counter() - begin)
         assert len(loaded) == len(blob)
+    if waiting:
+        await direct.aclose()
     return times
 
 
@@ -80,7 +97,7 @@ def summary(times: dict[str, list[float]]) -> dict:
     rows = {name: {"median_ms": 1000 * statistics.median(values)} for name, values in times.items()}
     for name, raw in (
         ("store commit", "raw set"),
-        ("store commit, WAIT 1", "raw set"),
+        ("store commit, WAIT 1", "raw set + WAIT 1"),
         ("store load", "raw get"),
     ):
         if name in times:

@@ -402,7 +402,10 @@ class SessionStore:
         """
         if not self.wait_replicas:
             return await self._script(_COMMIT, keys, *args), None
-        client = self._node_client(self.redis.get_node_from_key(keys[0])) if self.cluster else self.redis
+        client = self.redis
+        if self.cluster:
+            await self.redis.initialize()  # a no-op once the map of slots is known
+            client = self._node_client(self.redis.get_node_from_key(keys[0]))
         pipe = client.pipeline(transaction=False)
         pipe.eval(_COMMIT, len(keys), *keys, *args)
         pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))

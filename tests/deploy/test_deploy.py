@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 import yaml
 
 from titans_server.app import create_app
@@ -362,6 +363,31 @@ def test_the_server_reaches_redis_and_reads_its_keys_file():
     (item,) = [item for item in volume["secret"]["items"] if item["path"] == in_volume]
     keys = parse_keys(secret["stringData"][item["key"]], "secret.yaml")
     assert keys and all(tenant for tenant, _digest in keys)
+
+
+def test_the_redis_cluster_overlay_points_the_server_at_a_cluster():
+    """deploy/kubernetes-redis-cluster, rendered by kustomize: the base without its single Redis,
+    and settings that reach the server as a cluster client waiting for a replica."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("no kubectl to render the overlay with (kubectl kustomize)")
+    rendered = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "kubernetes-redis-cluster")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(rendered)}
+    unlisted = {("Ingress", "titans")}  # the base lists it commented out, until its host is set
+    assert set(objects) == set(manifests()) - {("StatefulSet", "redis"), ("Service", "redis")} - unlisted
+    (container,) = objects[("Deployment", "titans")]["spec"]["template"]["spec"]["containers"]
+    variables = {**objects[("ConfigMap", "titans-config")]["data"]}
+    variables.update({item["name"]: item["value"] for item in container["env"]})
+    assert set(variables) <= SETTINGS_VARIABLES, set(variables) - SETTINGS_VARIABLES
+    settings = Settings(**{name.removeprefix("TITANS_").lower(): value for name, value in variables.items()})
+    assert settings.redis_cluster and settings.redis_wait_replicas == 1
+    assert urlsplit(settings.redis_url).hostname == "redis-cluster"
 
 
 def test_the_deployment_probes_serve_and_stop_like_the_image():
