@@ -90,6 +90,7 @@ async def measure(client, blob: bytes, repeats: int, wait_replicas: int) -> dict
         assert len(loaded) == len(blob)
     if waiting:
         await direct.aclose()
+        await waiting.close()
     return times
 
 

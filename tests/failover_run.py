@@ -95,6 +95,7 @@ async def failover_under_load(
         cluster.kill(victim)
         promoted = await asyncio.to_thread(cluster.wait_promoted, cluster.replicas[0])
         await asyncio.sleep(down)  # the shard's new primary has no replica meanwhile
+        restarted = time.monotonic()
         rejoined = await asyncio.to_thread(cluster.restart, victim)
         give_up = rejoined + deadline
         while time.monotonic() < give_up and not all(
@@ -114,6 +115,7 @@ async def failover_under_load(
         "sessions": sessions,
         "sessions_on_the_killed_primary": len(on_victim),
         "promotion_seconds_after_kill": promoted - killed,
+        "killed_node_restarted_after_promotion_seconds": restarted - promoted,
         "replica_back_after_promotion_seconds": rejoined - promoted,
         "first_commit_on_the_shard_after_promotion_seconds": min(recovered) if recovered else None,
         "every_session_of_the_shard_committed_after_promotion_seconds": (

@@ -196,26 +196,50 @@ class Service:
                 )
             return Opened(tenant, SessionMeta(id=session_id, model=self.model_id), None, -1, persistent=True)
         meta, blob = loaded
-        state = None
-        if blob is not None:
-            try:
-                state = from_bytes(blob, self.model.config)
-            except StateMismatchError as error:
-                raise APIError(
-                    409,
-                    f"session {session_id!r} holds the memory of another model ({meta.model}); "
-                    "reset or delete it to use it with this one",
-                    code="model_mismatch",
-                ) from error
-            except ValueError as error:
-                raise APIError(
-                    500,
-                    f"session {session_id!r} has an unreadable stored state: {error}",
-                    code="state_corrupt",
-                ) from error
-            state = state.map(lambda t: t.to(self.engine.device))
+        state = self._state_of(session_id, meta, blob)
         self.metrics.state_load_seconds.observe(time.perf_counter() - begin)
         return Opened(tenant, meta, state, meta.version, persistent=True)
+
+    async def snapshot(self, tenant: str, session_id: str) -> tuple[SessionMeta, ModelState | None]:
+        """The session as stored now, without holding it: a read never waits behind (or delays) a
+        request at work on the session. Read again if a commit landed between its two reads."""
+        for _ in range(3):
+            try:
+                loaded = await self.call_store(self.store.load(tenant, session_id))
+            except VersionConflict:
+                continue
+            if loaded is None:
+                raise APIError(
+                    404, f"no session {session_id!r}", param="session_id", code="session_not_found"
+                )
+            meta, blob = loaded
+            now = await self.call_store(self.store.get(tenant, session_id))
+            if now is not None and now.revision == meta.revision:
+                return meta, self._state_of(session_id, meta, blob)
+        raise APIError(
+            409, f"session {session_id!r} kept changing while it was read; retry", code="version_conflict"
+        )
+
+    def _state_of(self, session_id: str, meta: SessionMeta, blob: bytes | None) -> ModelState | None:
+        """The stored bytes as a state on the engine's device (None: the initial memory)."""
+        if blob is None:
+            return None
+        try:
+            state = from_bytes(blob, self.model.config)
+        except StateMismatchError as error:
+            raise APIError(
+                409,
+                f"session {session_id!r} holds the memory of another model ({meta.model}); "
+                "reset or delete it to use it with this one",
+                code="model_mismatch",
+            ) from error
+        except ValueError as error:
+            raise APIError(
+                500,
+                f"session {session_id!r} has an unreadable stored state: {error}",
+                code="state_corrupt",
+            ) from error
+        return state.map(lambda t: t.to(self.engine.device))
 
     async def commit(
         self, opened: Opened, state: ModelState | None, *, counts: bool = True, **changes

@@ -36,7 +36,11 @@ class Settings(BaseSettings):
         "commit_uncertain)",
     )
     redis_wait_timeout: float = Field(
-        1.0, gt=0, description="seconds a commit waits for --redis-wait-replicas replicas"
+        1.0,
+        gt=0,
+        lt=5,
+        description="seconds a commit waits for --redis-wait-replicas replicas (under the clients' 5 s "
+        "socket timeout)",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     threads: int | None = Field(

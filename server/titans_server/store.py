@@ -34,7 +34,9 @@ from redis import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AskError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("titans_server")
 
@@ -104,6 +106,9 @@ else redis.call('HDEL', KEYS[2], ARGV[1]) end
 # KEYS: index, expiry. ARGV: now (ms). The tenant's sessions.
 _COUNT = "local now = tonumber(ARGV[1])" + _PRUNE + "return redis.call('ZCARD', KEYS[1])"
 
+# Leases whose release failed, remembered to take back (each runs out after its TTL anyway).
+UNRELEASED_KEPT = 10_000
+
 # A creation's place in the index lapses this long after it was taken unless its commit confirms it
 # (a server that died between the two). Longer than any gap between the two calls.
 CREATION_GRACE_MS = 60_000
@@ -129,6 +134,11 @@ def connect(url: str, cluster: bool) -> aioredis.Redis | RedisCluster:
 
 
 _HOLDS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
+# KEYS: lease. ARGV: token, ttl (ms). Taken if free, or already ours: the token is random and
+# secret, so finding it proves it (a release that failed, a SET whose reply was lost).
+_TAKE = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end " + _HOLDS.format(
+    "'PEXPIRE', KEYS[1], ARGV[2]"
+)
 _RELEASE = _HOLDS.format("'DEL', KEYS[1]")
 _RENEW = _HOLDS.format("'PEXPIRE', KEYS[1], ARGV[2]")
 
@@ -264,7 +274,7 @@ class SessionStore:
         self.cluster = isinstance(client, RedisCluster)
         self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
         self.cache = StateCache(cache_bytes)
-        self._unreleased: dict[str, tuple[str, float]] = {}  # lease key -> our token, its deadline
+        self._unreleased: dict[str, str] = {}  # lease key -> our token, whose release failed
         self._node_clients: dict[str, aioredis.Redis] = {}  # a cluster's nodes, for commits with WAIT
 
     @staticmethod
@@ -285,14 +295,14 @@ class SessionStore:
         Correctness never depends on it (commits compare versions); it saves wasted work.
         """
         key = self._key(tenant, session) + ":lease"
-        token, unreleased_until = self._unreleased.pop(key, (secrets.token_hex(16), 0.0))
-        ours = unreleased_until > time.monotonic()  # a lease of ours whose release failed
+        token = self._unreleased.get(key) or secrets.token_hex(16)  # ours, if a release failed
         deadline, delay = time.monotonic() + wait_seconds, 0.005
-        while not await self._take(key, token, ttl_ms, ours):
+        while not await self._call(self._script(_TAKE, [key], token, ttl_ms)):
             if time.monotonic() > deadline:
                 raise LeaseBusy(f"session {session!r} is busy on another server")
             await asyncio.sleep(delay)
             delay = min(2 * delay, 0.1)
+        self._unreleased.pop(key, None)
         renewing = asyncio.ensure_future(self._keep(key, token, ttl_ms))
         try:
             yield
@@ -300,19 +310,10 @@ class SessionStore:
             renewing.cancel()
             try:
                 await self._call(self._script(_RELEASE, [key], token))
-            except StoreUnavailable:  # it may still hold: we know it is ours, and take it back
-                self._remember_unreleased(key, token, time.monotonic() + ttl_ms / 1000)
-
-    async def _take(self, key: str, token: str, ttl_ms: int, ours: bool) -> bool:
-        if await self._call(self.redis.set(key, token, nx=True, px=ttl_ms)):
-            return True
-        return ours and bool(await self._call(self._script(_RENEW, [key], token, ttl_ms)))
-
-    def _remember_unreleased(self, key: str, token: str, until: float) -> None:
-        now = time.monotonic()
-        for stale in [k for k, (_, deadline) in self._unreleased.items() if deadline <= now]:
-            del self._unreleased[stale]
-        self._unreleased[key] = (token, until)
+            except StoreUnavailable:  # it may still hold: the next request here takes it back
+                self._unreleased[key] = token
+                while len(self._unreleased) > UNRELEASED_KEPT:  # the oldest have run out long ago
+                    del self._unreleased[next(iter(self._unreleased))]
 
     async def _keep(self, key: str, token: str, ttl_ms: int) -> None:
         while True:
@@ -402,15 +403,21 @@ class SessionStore:
         """
         if not self.wait_replicas:
             return await self._script(_COMMIT, keys, *args), None
-        client = self.redis
+        client, node = self.redis, None
         if self.cluster:
             await self.redis.initialize()  # a no-op once the map of slots is known
-            client = self._node_client(self.redis.get_node_from_key(keys[0]))
+            node = self.redis.get_node_from_key(keys[0])
+            client = self._node_client(node)
         pipe = client.pipeline(transaction=False)
         pipe.eval(_COMMIT, len(keys), *keys, *args)
         pipe.wait(self.wait_replicas, max(1, int(self.wait_timeout * 1000)))
-        result, replicated = await pipe.execute(raise_on_error=False)
-        if isinstance(result, ResponseError) and str(result).startswith("MOVED"):
+        try:
+            result, replicated = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if node is not None:  # the node is gone (a failover, a new address): a fresh client next time
+                await self._node_clients.pop(node.name).aclose()
+            raise
+        if isinstance(result, AskError):  # MOVED or ASK: nothing was written there
             return await self._script(_COMMIT, keys, *args), 0
         for reply in (result, replicated):
             if isinstance(reply, Exception):
@@ -418,9 +425,10 @@ class SessionStore:
         return result, replicated
 
     def _node_client(self, node) -> aioredis.Redis:
-        """A plain client of one cluster node, with the cluster client's settings (auth, TLS)."""
+        """A plain client of one cluster node, with the cluster client's auth, TLS and timeouts."""
         if node.name not in self._node_clients:
-            pool = aioredis.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            settings = {k: v for k, v in node.connection_kwargs.items() if "maint" not in k}
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class, **settings)
             self._node_clients[node.name] = aioredis.Redis(connection_pool=pool)
         return self._node_clients[node.name]
 

@@ -34,8 +34,9 @@ def memory_update_reference(
     max_surprise: float | None = None,
     on_write: Callable[[Tensor], None] | None = None,
 ) -> tuple[Tensor, list[Tensor], list[Tensor] | None]:
-    """Same contract as :func:`titans_core.ops.memory_update`, computed by the definition; ``on_write``
-    gets each token's ``theta_t |u_t|`` (``[..., 1]``), the norm taken over all the MLP's layers."""
+    """Same contract as :func:`titans_core.ops.memory_update`, computed by the definition. ``on_write``
+    (as :func:`titans_core.ops.memory_stream`'s) gets each token's ``theta_t |u_t|`` (``[..., 1]``),
+    the norm taken over all the MLP's layers."""
     total = q.shape[-2]
     zeros = torch.zeros_like(theta)
     eta = zeros if eta is None else eta

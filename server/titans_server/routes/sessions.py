@@ -141,9 +141,8 @@ async def inspect_memory(session_id: str, request: Request, tenant: Tenant) -> d
     """How far the session's memory has moved: per layer, its norm and its distance from the
     model's initial memory (what a reset returns to)."""
     service = service_of(request)
-    async with service.session(tenant, checked(session_id), create=False) as opened:
-        meta = opened.meta
-        layers = await asyncio.to_thread(service.memory_layers, opened.state)
+    meta, state = await service.snapshot(tenant, checked(session_id))  # never waits on a request at work
+    layers = await asyncio.to_thread(service.memory_layers, state)
     session = meta.public()
     fields = ("tokens_seen", "version", "state_bytes", "created_at", "updated_at")
     return {
@@ -207,20 +206,24 @@ async def ingest(
         return await work(bins.add)
 
     async def events():
-        progress: asyncio.Queue[Fed | None] = asyncio.Queue()
+        progress: asyncio.Queue[dict | None] = asyncio.Queue()
         begin = time.perf_counter()
-        task = asyncio.ensure_future(work(progress.put_nowait))
+
+        def on_fed(fed: Fed) -> None:  # folded as it comes: the done event's means cover every piece
+            elapsed = time.perf_counter() - begin
+            body = {
+                "tokens_done": fed.tokens_done,
+                "tokens_total": len(tokens),
+                "tokens_per_second": fed.tokens_done / elapsed,
+                "bin_tokens": bin_tokens,
+                **bins.add(fed),
+            }
+            progress.put_nowait(body)
+
+        task = asyncio.ensure_future(work(on_fed))
         task.add_done_callback(lambda _: progress.put_nowait(None))
         try:
-            while (fed := await progress.get()) is not None:
-                elapsed = time.perf_counter() - begin
-                body = {
-                    "tokens_done": fed.tokens_done,
-                    "tokens_total": len(tokens),
-                    "tokens_per_second": fed.tokens_done / elapsed,
-                    "bin_tokens": bin_tokens,
-                    **bins.add(fed),
-                }
+            while (body := await progress.get()) is not None:
                 yield {"event": "progress", "data": json.dumps(body)}
             try:
                 yield {"event": "done", "data": json.dumps(task.result())}
