@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -77,6 +78,14 @@ def test_every_flow_works_with_sessions_on_every_primary(cluster, start_server, 
         globex.get_session("doc-0")
     assert globex.list_sessions().data == []
     assert httpx.get(server.url + "/ready").json()["store"] is True
+
+    acme.create_session("brief", ttl_seconds=1)  # a TTL runs out on the cluster as on one node
+    deadline = time.monotonic() + 60
+    while "brief" in [s.id for s in acme.list_sessions(limit=100).data]:
+        assert time.monotonic() < deadline, "the session outlived its TTL by a minute"
+        time.sleep(0.2)
+    with pytest.raises(NotFoundError):
+        acme.get_session("brief")
 
 
 def test_two_servers_racing_on_one_session_keep_every_commit_in_order(cluster, start_server, tmp_path):
