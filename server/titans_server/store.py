@@ -134,13 +134,11 @@ def connect(url: str, cluster: bool) -> aioredis.Redis | RedisCluster:
 
 
 _HOLDS = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call({}) end return 0"
-# KEYS: lease. ARGV: token, ttl (ms). Taken if free, or already ours: the token is random and
-# secret, so finding it proves it (a release that failed, a SET whose reply was lost).
-_TAKE = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end " + _HOLDS.format(
-    "'PEXPIRE', KEYS[1], ARGV[2]"
-)
 _RELEASE = _HOLDS.format("'DEL', KEYS[1]")
 _RENEW = _HOLDS.format("'PEXPIRE', KEYS[1], ARGV[2]")
+# KEYS: lease. ARGV: token, ttl (ms). Taken if free, or already ours: the token is random and
+# secret, so finding it proves it (a release that failed, a SET whose reply was lost).
+_TAKE = "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end " + _RENEW
 
 
 class StoreUnavailable(Exception):
