@@ -8,17 +8,30 @@ import time
 import httpx
 import pytest
 
+BODY_LIMITS = ("--max-request-bytes", "2048", "--max-ingest-bytes", "8192")
+
 
 @pytest.fixture
-def limited(start_server, tmp_path):
+def sized(start_server, tmp_path):
+    """A server with small body limits and nothing else: no timeout that a slow machine could hit."""
+    server = start_server(tmp_path / "data", *BODY_LIMITS)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def capped(start_server, tmp_path):
+    """A server that holds two sessions per tenant (and no timeout a slow machine could hit)."""
+    server = start_server(tmp_path / "data", "--max-sessions-per-tenant", "2")
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def timed(start_server, tmp_path):
+    """A 2 s limit on time at the model: only for the test of that limit."""
     server = start_server(
         tmp_path / "data",
-        "--max-request-bytes",
-        "2048",
-        "--max-ingest-bytes",
-        "8192",
-        "--max-sessions-per-tenant",
-        "2",
         "--request-timeout",
         "2",
         "--max-new-tokens",
@@ -43,59 +56,59 @@ def too_large(response: httpx.Response, flag: str) -> bool:
     )
 
 
-def test_bodies_over_their_limit_are_413(limited):
+def test_bodies_over_their_limit_are_413(sized):
     long_chat = {"messages": [{"role": "user", "content": "x" * 3000}], "max_tokens": 1}
-    assert too_large(limited.post("/v1/chat/completions", json=long_chat), "--max-request-bytes")
+    assert too_large(sized.post("/v1/chat/completions", json=long_chat), "--max-request-bytes")
     body = httpx.Request("POST", "/", json=long_chat).content
-    streamed = limited.post(
+    streamed = sized.post(
         "/v1/chat/completions", content=chunked(body), headers={"content-type": "application/json"}
     )
     assert too_large(streamed, "--max-request-bytes")
 
     # Uploads have their own, larger limit.
-    assert limited.post("/v1/sessions/doc/ingest", content="y" * 5000).status_code == 200
-    assert too_large(limited.post("/v1/sessions/doc/ingest", content="y" * 9000), "--max-ingest-bytes")
+    assert sized.post("/v1/sessions/doc/ingest", content="y" * 5000).status_code == 200
+    assert too_large(sized.post("/v1/sessions/doc/ingest", content="y" * 9000), "--max-ingest-bytes")
     assert too_large(
-        limited.post("/v1/sessions/doc/ingest", content=chunked(b"y" * 9000)), "--max-ingest-bytes"
+        sized.post("/v1/sessions/doc/ingest", content=chunked(b"y" * 9000)), "--max-ingest-bytes"
     )
-    assert too_large(limited.put("/v1/sessions/doc/state", content=b"\0" * 9000), "--max-ingest-bytes")
-    assert limited.get("/v1/sessions/doc").json()["version"] == 1
+    assert too_large(sized.put("/v1/sessions/doc/state", content=b"\0" * 9000), "--max-ingest-bytes")
+    assert sized.get("/v1/sessions/doc").json()["version"] == 1
 
 
-def test_a_tenant_holds_a_bounded_number_of_sessions(limited):
-    assert limited.post("/v1/sessions", json={"id": "one"}).status_code == 201
-    assert limited.post(
+def test_a_tenant_holds_a_bounded_number_of_sessions(capped):
+    assert capped.post("/v1/sessions", json={"id": "one"}).status_code == 201
+    assert capped.post(
         "/v1/completions", json={"prompt": "a", "max_tokens": 1, "session_id": "two"}
     ).is_success
     for refused in (
-        limited.post("/v1/sessions", json={"id": "three"}),
-        limited.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "session_id": "three"}),
+        capped.post("/v1/sessions", json={"id": "three"}),
+        capped.post("/v1/completions", json={"prompt": "a", "max_tokens": 1, "session_id": "three"}),
     ):
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_sessions"
-    assert limited.post(
+    assert capped.post(
         "/v1/completions", json={"prompt": "b", "max_tokens": 1, "session_id": "two"}
     ).is_success
-    assert limited.delete("/v1/sessions/one").is_success
-    assert limited.post("/v1/sessions", json={"id": "three"}).status_code == 201
+    assert capped.delete("/v1/sessions/one").is_success
+    assert capped.post("/v1/sessions", json={"id": "three"}).status_code == 201
 
 
-def test_a_request_past_the_timeout_is_cancelled_and_nothing_is_committed(limited):
-    assert limited.post("/v1/sessions", json={"id": "slow"}).status_code == 201
+def test_a_request_past_the_timeout_is_cancelled_and_nothing_is_committed(timed):
+    assert timed.post("/v1/sessions", json={"id": "slow"}).status_code == 201
     many = 1_000_000
     endless = {"prompt": "a", "max_tokens": many, "min_tokens": many, "ignore_eos": True}
     endless["session_id"] = "slow"
-    answer = limited.post("/v1/completions", json=endless)
+    answer = timed.post("/v1/completions", json=endless)
     assert answer.status_code == 504 and answer.json()["error"]["code"] == "timeout"
-    assert limited.get("/v1/sessions/slow").json()["version"] == 0
-    quick = limited.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "session_id": "slow"})
-    assert quick.is_success and limited.get("/v1/sessions/slow").json()["version"] == 1
+    assert timed.get("/v1/sessions/slow").json()["version"] == 0
+    quick = timed.post("/v1/completions", json={"prompt": "a", "max_tokens": 2, "session_id": "slow"})
+    assert quick.is_success and timed.get("/v1/sessions/slow").json()["version"] == 1
 
 
-def test_expired_sessions_do_not_count(limited):
-    assert limited.post("/v1/sessions", json={"id": "brief", "ttl_seconds": 1}).status_code == 201
-    assert limited.post("/v1/sessions", json={"id": "lasting"}).status_code == 201
+def test_expired_sessions_do_not_count(capped):
+    assert capped.post("/v1/sessions", json={"id": "brief", "ttl_seconds": 1}).status_code == 201
+    assert capped.post("/v1/sessions", json={"id": "lasting"}).status_code == 201
     time.sleep(1.5)
-    assert limited.post("/v1/sessions", json={"id": "next"}).status_code == 201
+    assert capped.post("/v1/sessions", json={"id": "next"}).status_code == 201
 
 
 def test_the_cap_holds_under_concurrent_creation_by_every_path(start_server, tmp_path):
