@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from titans_client.cli import app
 
 TITANS = str(Path(sys.executable).parent / "titans")
 
@@ -111,3 +117,32 @@ def test_serve_runs_the_server(start_server, tmp_path):
     data = tmp_path / "data"
     served = start_server(data, command=[TITANS, "serve", "--model", "tiny-random", "--data-dir", str(data)])
     assert titans("models", server=served).stdout.split() == ["tiny-random", "default"]
+
+
+def command_paths(command=None, path=()) -> list[tuple[str, ...]]:
+    """Every command and group of ``titans``, as the words that name it (``titans serve`` shows the
+    server's own help, not typer's: it is left out)."""
+    command = command or typer.main.get_command(app)
+    found = [path]
+    for name, sub in getattr(command, "commands", {}).items():
+        if name != "serve":
+            found += command_paths(sub, (*path, name))
+    return found
+
+
+@pytest.mark.parametrize("words", command_paths(), ids=lambda words: " ".join(words) or "titans")
+def test_help_lists_flags_without_a_value_type(words):
+    """A flag takes no value: its help line is the flag and what it does, never ``--json <bool>``."""
+    shown = CliRunner().invoke(app, [*words, "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "<bool>" not in shown.output
+    assert re.search(r"--help +Show this message and exit\.", shown.output), shown.output
+
+
+def test_help_as_users_see_it():
+    shown = titans("sessions", "ls", "--help")
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"--json +print JSON instead of a table", shown.stdout), shown.stdout
+    value = re.search(r"--limit +(<int>|INTEGER) +sessions per page", shown.stdout)  # an option's value
+    assert value, shown.stdout
+    assert "<bool>" not in shown.stdout

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import typer
-
 from titans_client.cli import admin, conversation, data, evaluate, sessions
+from titans_client.cli._common import Typer
 from titans_client.cli.train import train
 
-app = typer.Typer(
+app = Typer(
     name="titans",
     help="Titans Serve: language models whose sessions keep learning at test time.",
     no_args_is_help=True,

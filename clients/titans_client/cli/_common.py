@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from titans_client import TitansClient, TitansError
 
@@ -21,6 +22,39 @@ errors = Console(stderr=True)
 BaseUrl = Annotated[str, typer.Option(envvar="TITANS_BASE_URL", help="the server", show_default=True)]
 ApiKey = Annotated[str | None, typer.Option(envvar="TITANS_API_KEY", help="an API key of the server")]
 TIMEOUT = 3600.0  # seconds; long documents take long
+
+
+def _bare_flags(params: list) -> list:
+    """``params`` with each flag's metavar set to nothing: typer's rich help prints a flag's metavar
+    in place of its type, and its type is ``<bool>``, as if ``--json`` or ``--help`` took a value."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """A command whose help lists its flags bare."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _bare_flags(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """A group of commands whose help lists its flags bare."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _bare_flags(super().get_params(ctx))
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` whose commands' help lists flags bare (``--json``, not ``--json <bool>``)."""
+
+    def __init__(self, **options: Any):
+        super().__init__(cls=Group, **options)
+
+    def command(self, *args: Any, **options: Any):
+        return super().command(*args, **{"cls": Command, **options})
 
 
 @contextmanager

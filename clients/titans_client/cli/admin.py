@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from titans_client.cli._common import ApiKey, BaseUrl, connect, console, print_json, requires
+from titans_client.cli._common import ApiKey, BaseUrl, Typer, connect, console, print_json, requires
 from titans_client.client import DEFAULT_URL
 
-keys = typer.Typer(help="API keys of a server (`--api-keys-file`).", no_args_is_help=True)
+keys = Typer(help="API keys of a server (`--api-keys-file`).", no_args_is_help=True)
 
 
 def serve(ctx: typer.Context) -> None:

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 
-from titans_client.cli._common import requires
+from titans_client.cli._common import Typer, requires
 
-app = typer.Typer(help="Fetch training text.", no_args_is_help=True)
+app = Typer(help="Fetch training text.", no_args_is_help=True)
 
 
 @app.callback()

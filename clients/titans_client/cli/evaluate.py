@@ -10,10 +10,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from titans_client import conversation_eval, evals
-from titans_client.cli._common import ApiKey, BaseUrl, connect, console, errors, errors_as_messages
+from titans_client.cli._common import ApiKey, BaseUrl, Typer, connect, console, errors, errors_as_messages
 from titans_client.client import DEFAULT_URL
 
-app = typer.Typer(help="Evaluate a running server's memory, through its API.", no_args_is_help=True)
+app = Typer(help="Evaluate a running server's memory, through its API.", no_args_is_help=True)
 
 
 @app.command("passkey")

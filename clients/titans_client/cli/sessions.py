@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from titans_client.cli._common import ApiKey, BaseUrl, connect, console, print_json
+from titans_client.cli._common import ApiKey, BaseUrl, Typer, connect, console, print_json
 from titans_client.client import DEFAULT_URL
 from titans_client.types import Session
 
-app = typer.Typer(help="Manage sessions: each owns a memory that keeps learning.", no_args_is_help=True)
+app = Typer(help="Manage sessions: each owns a memory that keeps learning.", no_args_is_help=True)
 
 SessionId = Annotated[str, typer.Argument(help="the session id")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
