@@ -14,6 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
+from titans_server import docs
 from titans_server.auth import Authenticate, Keyring
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
@@ -92,8 +93,10 @@ def create_app(settings: Settings) -> FastAPI:
             yield
 
     errors = {status: {**about, "model": ErrorBody} for status, about in ERROR_RESPONSES.items()}
-    # /docs and /redoc with Swagger UI's and ReDoc's assets from the fastapi-offline package, not a CDN.
-    app = FastAPIOffline(title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors)
+    # /docs with Swagger UI's assets from the fastapi-offline package, not a CDN; /redoc: titans_server.docs.
+    app = FastAPIOffline(
+        title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors, redoc_url=None
+    )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, settings=settings)
     # Added last, so it runs first: a request without a key is answered before its body is read.
@@ -101,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(PagesStayLocal)
     for module in (openai, sessions, health, playground):
         app.include_router(module.router)
+    docs.install(app)
     app.mount(playground.PLAYGROUND, playground.assets(), name="playground")
     return app
 

@@ -1,9 +1,9 @@
 """The pages the server shows a browser (/docs, /redoc, /playground) may load nothing from another host.
 
-The docs' assets come from the fastapi-offline package (see :func:`titans_server.app.create_app`), but
-ReDoc's sidebar still shows Redocly's logo from a CDN; the playground's chart library is vendored in
-the package. A Content-Security-Policy keeps the browser from fetching anything from elsewhere, now or
-after a later Swagger UI or ReDoc reaches for it. The playground runs no inline script at all.
+The docs' assets come from the fastapi-offline package, ReDoc's without the logo it fetched from a CDN
+(see :mod:`titans_server.docs`); the playground's chart library is vendored in the package. A
+Content-Security-Policy keeps the browser from fetching anything from elsewhere, now or after a later
+Swagger UI or ReDoc reaches for it. The playground runs no inline script at all.
 """
 
 from __future__ import annotations

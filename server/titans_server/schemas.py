@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SESSION_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# The session the examples of /docs name (Swagger UI's "Try it out" sends them as they are).
+EXAMPLE_SESSION = "demo"
 
 
 def is_session_id(text: str) -> bool:
@@ -66,15 +68,44 @@ class GenerationRequest(BaseModel):
 
 
 class ChatCompletionRequest(GenerationRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "default",
+                    "messages": [{"role": "user", "content": "My locker code is 4721."}],
+                    "max_tokens": 32,
+                    "session_id": EXAMPLE_SESSION,
+                }
+            ]
+        }
+    )
+
     messages: list[ChatMessage] = Field(min_length=1)
 
 
 class CompletionRequest(GenerationRequest):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "default",
+                    "prompt": "Once upon a time",
+                    "max_tokens": 32,
+                    "session_id": EXAMPLE_SESSION,
+                }
+            ]
+        }
+    )
+
     prompt: str = Field(min_length=1)
 
 
 class SessionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No id in the example: each "Try it out" makes a new session (a named one exists the second time).
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"metadata": {"owner": "ada"}, "ttl_seconds": 86400}]}
+    )
 
     id: str | None = Field(None, pattern=SESSION_ID)
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -82,12 +113,19 @@ class SessionCreate(BaseModel):
 
 
 class SessionFork(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No id in the example: each "Try it out" makes a new fork.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
 
     id: str | None = Field(None, pattern=SESSION_ID)
 
 
 class IngestText(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"text": "The grass is green. The sky is blue. The passkey is 48213."}]
+        }
+    )
+
     text: str = Field(min_length=1)
 
 
