@@ -84,6 +84,9 @@ def passkey(
         "distance": distance,
         "mean_distance_tokens": sum(t.distance_tokens for t in done) / trials,
         "trials": trials,
+        "results": [
+            {"passkey": t.passkey, "reply": t.reply, "ablation_reply": t.ablation_reply} for t in done
+        ],
         "seed": seed,
         "model": client.models()[0].id,
         "seconds": time.perf_counter() - begin,

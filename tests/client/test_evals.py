@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
+
+from titans_client.client import TitansClient
+from titans_client.conversation_eval import Trial, _report
 
 TITANS = str(Path(sys.executable).parent / "titans")
 
@@ -39,7 +43,11 @@ def eval_sessions(server) -> list[str]:
 
 def test_passkey_reports_accuracy_ablation_and_settings(server):
     report = run_eval(server, "passkey", "--distance", "300", "--trials", "3", "--seed", "7")
-    assert 0 <= report["accuracy"] <= 1 and 0 <= report["ablation_accuracy"] <= 1
+    results = report["results"]
+    assert len(results) == 3 and len({r["passkey"] for r in results}) == 3
+    assert all(r["passkey"].isdigit() for r in results)
+    assert report["accuracy"] == sum(r["passkey"] in r["reply"] for r in results) / 3
+    assert report["ablation_accuracy"] == sum(r["passkey"] in r["ablation_reply"] for r in results) / 3
     assert (report["distance"], report["trials"], report["seed"], report["model"]) == (
         300,
         3,
@@ -55,9 +63,41 @@ def test_ingest_loss_compares_a_remembering_session_with_a_fresh_one(server, tmp
     document.write_text("It was the best of times, it was the worst of times. " * 40)
     report = run_eval(server, "ingest-loss", str(document), "--json")
     assert report["first_half_tokens"] + report["second_half_tokens"] == len(document.read_bytes())
-    assert report["gap"] == report["loss_fresh"] - report["loss_after_first_half"]
-    assert all(report[k] > 0 for k in ("loss_fresh", "loss_after_first_half"))
     assert eval_sessions(server) == []
+    # The same halves fed by hand: the report's losses are the server's, not its own arithmetic.
+    text = document.read_text()
+    middle = report["first_half_tokens"]  # tiny-random's tokenizer is one token per byte (ASCII here)
+    with TitansClient(server.url) as client:
+        client.ingest("by-hand-remembered", text[:middle])
+        remembered = client.ingest("by-hand-remembered", text[middle:]).mean_loss
+        fresh = client.ingest("by-hand-fresh", text[middle:]).mean_loss
+        for session in ("by-hand-remembered", "by-hand-fresh"):
+            client.delete_session(session)
+    assert report["loss_after_first_half"] == pytest.approx(remembered, rel=1e-6)
+    assert report["loss_fresh"] == pytest.approx(fresh, rel=1e-6)
+    assert report["gap"] == pytest.approx(fresh - remembered, rel=1e-6)
+
+
+def test_the_report_scores_trials_by_the_value_in_the_reply():
+    trials = [
+        Trial("facts", "name", "Ada", "Your name is Ada.", "Your name is Bob.", 600),
+        Trial("facts", "name", "Lin", "I do not know.", "Lin, I think.", 700),
+        Trial("facts", "city", "Oslo", "You live in Oslo.", None, 520),
+        Trial("ordinary", "ordinary", "How are you?", "I am well, thank you.", None, 0),
+        Trial("ordinary", "ordinary", "Count to three.", "1 2 3.", None, 0),
+    ]
+    report = _report(trials)
+    assert report["facts"]["name"]["accuracy"] == 0.5 and report["facts"]["name"]["ablation_accuracy"] == 0.5
+    assert report["facts"]["city"] == {
+        "accuracy": 1.0,
+        "trials": 1,
+        "ablation_accuracy": 0.0,
+        "mean_distance_tokens": 520.0,
+        "examples": [{"value": "Oslo", "reply": "You live in Oslo.", "ablation_reply": None}],
+    }
+    assert report["facts_by_distance"][">=512"]["trials"] == 3
+    assert report["ordinary"]["words_rate"] == 0.5
+    assert report["ordinary"]["not_words"] == [{"prompt": "Count to three.", "reply": "1 2 3."}]
 
 
 def test_conversation_reports_every_part_with_its_ablation(server):
@@ -67,11 +107,15 @@ def test_conversation_reports_every_part_with_its_ablation(server):
     )  # fmt: skip
     assert set(report["facts"]) == {"name", "city", "number"}
     for numbers in [*report["facts"].values(), *report["passkey"].values(), report["document"]]:
-        assert 0 <= numbers["accuracy"] <= 1 and 0 <= numbers["ablation_accuracy"] <= 1
+        examples = numbers["examples"]  # every trial, at 2 trials
+        assert len(examples) == numbers["trials"] == 2
+        assert numbers["accuracy"] == sum(e["value"] in e["reply"] for e in examples) / 2
+        assert numbers["ablation_accuracy"] == sum(e["value"] in e["ablation_reply"] for e in examples) / 2
     assert all(n["trials"] == 2 and n["mean_distance_tokens"] >= 40 for n in report["facts"].values())
     assert report["passkey"]["30"]["trials"] == 2 and report["document"]["trials"] == 2
     assert sum(n["trials"] for n in report["facts_by_distance"].values()) == 6
-    assert report["ordinary"]["prompts"] == 50 and 0 <= report["ordinary"]["words_rate"] <= 1
+    ordinary = report["ordinary"]
+    assert ordinary["prompts"] == 50 and ordinary["words_rate"] == (50 - len(ordinary["not_words"])) / 50
     assert report["streamed_tokens"] >= 400 and report["stream"]["trials"] == 2
     assert report["model"] == "tiny-random"
     assert eval_sessions(server) == []  # every session it made is gone

@@ -30,8 +30,8 @@ def passkey(
 ) -> None:
     """Ingest a passkey then DISTANCE tokens of filler, then ask for it in a separate call.
 
-    The JSON report comes last: accuracy, ablation_accuracy (memory reset between the calls) and
-    the settings.
+    The JSON report comes last: accuracy, ablation_accuracy (memory reset between the calls), each
+    trial's passkey and replies, and the settings.
     """
     text = evals.CLASSIC_FILLER if filler is None else filler.read_text()
     columns = (TextColumn(f"passkey at {distance:,} tokens"), BarColumn(), MofNCompleteColumn())
