@@ -14,6 +14,33 @@ from titans_core.ops.chunked_memory import check_max_surprise
 
 Variant = Literal["MAC", "MAG", "MAL", "LMM"]
 VARIANTS = ("MAC", "MAG", "MAL", "LMM")
+MODEL_TYPE = "titans"  # Transformers' name for this architecture (``titans_core.hf`` registers it)
+# What Transformers writes into a config.json beside a model's own fields: bookkeeping and generation
+# switches, none of which changes the model's maths, so they are read past (and never fingerprinted).
+TRANSFORMERS_FIELDS = frozenset(
+    {
+        "model_type",
+        "architectures",
+        "auto_map",
+        "dtype",
+        "torch_dtype",
+        "transformers_version",
+        "use_cache",
+        "tie_word_embeddings",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+        "output_hidden_states",
+        "output_attentions",
+        "return_dict",
+        "is_encoder_decoder",
+        "chunk_size_feed_forward",
+        "problem_type",
+        "id2label",
+        "label2id",
+        "_name_or_path",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -102,17 +129,23 @@ class TitansConfig:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        """The config.json text; ``model_type`` lets Transformers' Auto classes recognise it."""
+        return json.dumps({"model_type": MODEL_TYPE, **self.to_dict()}, indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TitansConfig:
-        """Unknown fields are an error: a typo must not silently fall back to a default."""
+        """Unknown fields are an error: a typo must not silently fall back to a default. The fields
+        Transformers adds (:data:`TRANSFORMERS_FIELDS`) are read past, so a Hugging Face checkpoint
+        loads and its states keep their fingerprint; another architecture's config is refused."""
         if not isinstance(data, dict):
             raise ValueError(f"a config must be a JSON object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if data.get("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {data['model_type']!r}")
+        own = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - own - TRANSFORMERS_FIELDS)
         if unknown:
             raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**{name: value for name, value in data.items() if name in own})
 
     @classmethod
     def from_json(cls, text: str) -> TitansConfig:
