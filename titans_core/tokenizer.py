@@ -63,6 +63,10 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         self._tokenizer.save(str(path))
 
+    def to_str(self) -> str:
+        """The tokenizer as ``tokenizer.json`` text (for a process that tokenises on its own)."""
+        return self._tokenizer.to_str()
+
     @property
     def vocab_size(self) -> int:
         return self._tokenizer.get_vocab_size(with_added_tokens=True)

@@ -16,8 +16,10 @@ from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
 from titans_server import docs
 from titans_server.auth import Authenticate, Keyring
+from titans_server.cpu_pool import CpuPool
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
+from titans_server.json_check import JsonCheck
 from titans_server.limits import BodyLimit
 from titans_server.metrics import Metrics
 from titans_server.pages import PagesStayLocal
@@ -66,7 +68,12 @@ def create_app(settings: Settings) -> FastAPI:
             else:
                 client = connect(settings.redis_url, settings.redis_cluster)
             cleanup.push_async_callback(client.aclose)
-            metrics = Metrics()
+            metrics = app.state.metrics
+            cpu = app.state.cpu = CpuPool(
+                model.tokenizer.to_str(), settings.cpu_workers, settings.max_cpu_jobs_per_tenant
+            )
+            cpu.start()
+            cleanup.push_async_callback(cpu.close)
             engine = Engine(
                 model,
                 max_batch_size=settings.max_batch_size,
@@ -81,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
                 client, wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout
             )
             cleanup.push_async_callback(store.close)
-            app.state.service = Service(settings, model, model_id, store, engine, metrics)
+            app.state.service = Service(settings, model, model_id, store, engine, metrics, cpu)
             log.info(
                 "serving %s on %s (%d CPU threads), listening on http://%s:%d",
                 model_id,
@@ -97,7 +104,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPIOffline(
         title="Titans Serve", version="0.1.0", lifespan=lifespan, responses=errors, redoc_url=None
     )
+    app.state.metrics = Metrics()  # before the lifespan: the connections count their refusals in it
     install_error_handlers(app)
+    app.add_middleware(JsonCheck, settings=settings)  # inside BodyLimit: the body it reads is bounded
     app.add_middleware(BodyLimit, settings=settings)
     # Added last, so it runs first: a request without a key is answered before its body is read.
     app.add_middleware(Authenticate, metrics_auth=settings.metrics_auth)

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from titans_server import refusals
+
 log = logging.getLogger("titans_server")
 
 ERROR_TYPES = {
@@ -57,7 +59,8 @@ class APIError(StarletteHTTPException):
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def api_error(_: Request, error: APIError) -> JSONResponse:
+    async def api_error(request: Request, error: APIError) -> JSONResponse:
+        refusals.count(request.app.state, error.code)
         return error.response()
 
     @app.exception_handler(RequestValidationError)

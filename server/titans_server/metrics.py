@@ -39,6 +39,12 @@ class Metrics:
             "titans:state_save_seconds", "saving a state", buckets=LATENCY, registry=r
         )
         self.cache_hits = Gauge("titans:state_cache_hits", "state reads served from memory", registry=r)
+        self.cpu_jobs = Gauge(
+            "titans:cpu_jobs", "requests being tokenised or checked in the CPU pool", registry=r
+        )
+        self.refusals = Counter(
+            "titans:refusals", "requests refused by a limit, by its error code", ["reason"], registry=r
+        )
 
     def observe_step(self, kind: str, batch: int, seconds: float) -> None:
         self.batch_size.labels(kind).observe(batch)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,8 @@ import torch
 from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
 from titans_core.state import MAX_POSITION, check_state, from_bytes, state_shapes, to_bytes
 from titans_server import transcript
+from titans_server.cpu_jobs import encode_texts
+from titans_server.cpu_pool import Abandoned, CpuPool, PoolBusy
 from titans_server.engine import Engine, EngineOverloaded, Fed, Job, NotFinite
 from titans_server.errors import APIError
 from titans_server.metrics import Metrics
@@ -33,31 +34,6 @@ from titans_server.store import (
     StoreUnavailable,
     VersionConflict,
 )
-
-# Text encoded per call: a few ms with the GIL held (the tokenizer keeps it), so the event loop
-# gets its turn between pieces and /health keeps answering while a document is tokenised.
-PIECE_CHARS = 4096
-_CUT = re.compile(r"\S[ \t\n\r]")  # between a non-space and a space: where a piece may end
-
-
-def encode_capped(tokenizer, text: str, limit: int, piece: int = PIECE_CHARS) -> list[int] | None:
-    """``text``'s tokens, or None as soon as there are more than ``limit`` (the rest is never encoded).
-
-    Encoded piece by piece (run it in a worker thread). Pieces end between a non-space and a space,
-    where a byte-level BPE pre-tokenizer always splits, so the tokens are a whole-text encode's;
-    a run of ``4 * piece`` characters without a space (no word of any text) is cut where it stands.
-    """
-    tokens: list[int] = []
-    start = 0
-    while start < len(text):
-        longest = start + 4 * piece
-        found = _CUT.search(text, start + piece - 1, longest + 1)
-        end = found.start() + 1 if found else longest
-        tokens += tokenizer.encode(text[start:end])
-        if len(tokens) > limit:
-            return None
-        start = end
-    return tokens
 
 
 def header_cap(config) -> int:
@@ -111,14 +87,18 @@ class Service:
         store: SessionStore,
         engine: Engine,
         metrics: Metrics,
+        cpu: CpuPool,
     ):
         self.settings, self.model, self.model_id = settings, model, model_id
         # What a request's ``model`` may name: the served id first (clients pick the first listed),
         # then "default", which the README's examples send whatever model a server runs.
         self.model_names = list(dict.fromkeys([model_id, "default"]))
         self.tokenizer = model.tokenizer
-        self.store, self.engine, self.metrics = store, engine, metrics
+        self.store, self.engine, self.metrics, self.cpu = store, engine, metrics, cpu
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._queued: dict[str, int] = {}  # each tenant's jobs in the engine
+        self.newline = model.tokenizer.encode("\n")
+        self._reply_opening = model.tokenizer.generation_prompt()
         self.state_header_cap = header_cap(model.config)
         self.started = int(time.time())
 
@@ -147,6 +127,14 @@ class Service:
             return
         key = f"{tenant}:{session_id}"
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        if users >= self.settings.max_waiting_per_session:
+            raise APIError(
+                429,
+                f"{users} requests are waiting for session {session_id!r} (--max-waiting-per-session)",
+                param="session_id",
+                code="session_queue_full",
+                headers={"Retry-After": "1"},
+            )
         self._locks[key] = (lock, users + 1)
         try:
             with self.metrics.waiting.track_inprogress():
@@ -313,13 +301,68 @@ class Service:
             stop_token_ids=tuple(stop_ids),
         )
 
-    async def refuse_long_texts(self, texts: list[str]) -> None:
-        """400 ``prompt_too_long`` when ``texts`` alone have more tokens than a request may add,
-        found in pieces off the event loop: the prompt is then encoded whole only when it is short
-        (a 4 MiB prompt took 3.7 s to encode, with the GIL held)."""
+    def check_messages(self, messages: list) -> None:
+        """400 ``too_many_messages`` past --max-messages (each costs tokens of its own to encode)."""
+        if len(messages) > self.settings.max_messages:
+            raise APIError(
+                400,
+                f"{len(messages)} messages, more than {self.settings.max_messages} (--max-messages)",
+                param="messages",
+                code="too_many_messages",
+            )
+
+    def check_metadata(self, metadata: dict[str, str]) -> None:
+        """400 ``metadata_too_large`` past --max-metadata-keys or --max-metadata-bytes."""
+        keys, limit = len(metadata), self.settings.max_metadata_keys
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+        if keys > limit or size > self.settings.max_metadata_bytes:
+            raise APIError(
+                400,
+                f"metadata has {keys} keys and {size:,} bytes; at most {limit} keys and "
+                f"{self.settings.max_metadata_bytes:,} bytes (--max-metadata-keys, --max-metadata-bytes)",
+                param="metadata",
+                code="metadata_too_large",
+            )
+
+    async def tokens(self, tenant: str, texts: list[str], limit: int, gone=None) -> list[list[int]] | None:
+        """Each text's tokens, encoded in the CPU pool in the tenant's turn; None past ``limit`` in
+        all (the rest is never encoded). ``gone``: the client's disconnection, which drops the work."""
+        try:
+            encoded = await self.cpu.run(tenant, encode_texts(texts, limit), gone)
+        except PoolBusy as error:
+            raise APIError(429, str(error), code="cpu_busy", headers={"Retry-After": "1"}) from error
+        except Abandoned as error:
+            raise APIError(400, "the client left", code="client_disconnected") from error
+        return None if encoded is None else [ids.tolist() for ids in encoded]
+
+    def check_prompt_bytes(self, texts: list[str]) -> None:
+        """400 ``prompt_too_long`` past --max-prompt-bytes: checked before any of it is encoded (a
+        token may take 29 bytes of whitespace)."""
+        size, limit = sum(len(text.encode()) for text in texts), self.settings.max_prompt_bytes
+        if size > limit:
+            raise APIError(
+                400,
+                f"the request adds {size:,} bytes of text, more than {limit:,} (--max-prompt-bytes)",
+                code="prompt_too_long",
+            )
+
+    async def encode_prompt(self, tenant: str, texts: list[str]) -> list[list[int]]:
+        """The tokens of ``texts`` a request adds, within --max-prompt-bytes and --max-prompt-tokens."""
+        self.check_prompt_bytes(texts)
         limit = self.settings.max_prompt_tokens
-        if await asyncio.to_thread(encode_capped, self.tokenizer, "\n".join(texts), limit) is None:
+        encoded = await self.tokens(tenant, texts, limit)
+        if encoded is None:
             raise APIError(400, f"the request adds more than {limit} tokens", code="prompt_too_long")
+        return encoded
+
+    async def encode_chat(self, tenant: str, messages: list[dict[str, str]]) -> list[int]:
+        """``tokenizer.encode_chat(messages)``, encoded in the CPU pool (see :meth:`encode_prompt`)."""
+        contents = await self.encode_prompt(tenant, ["\n" + m["content"] for m in messages])
+        ids: list[int] = []
+        for message, content in zip(messages, contents):
+            role = self.tokenizer.special_ids[f"<|{message['role']}|>"]
+            ids += [role, *content, self.tokenizer.end_of_turn_id, *self.newline]
+        return ids + self._reply_opening
 
     async def generate(
         self,
@@ -348,7 +391,7 @@ class Service:
         text = ReplyText(self.tokenizer, request.stop, job, on_text)
         job.on_token = text.add
         started = time.perf_counter()
-        await self._run(job, "generation", opened.meta.id)
+        await self._run(job, "generation", opened)
         self.metrics.observe_generation(len(prompt), text.token_times, started)
         reply = text.final()
         if text.end is not None:  # a stop string: the engine may have run a few tokens past it
@@ -358,14 +401,25 @@ class Service:
     async def ingest(self, opened: Opened, tokens: list[int], on_fed: Callable[[Fed], None] | None) -> Job:
         """Feed ``tokens`` after ``opened``'s state, each piece measured for ``on_fed``."""
         job = Job(opened.state, tokens, None, measure=True, on_progress=on_fed)
-        await self._run(job, "ingestion", opened.meta.id)
+        await self._run(job, "ingestion", opened)
         self.metrics.ingested_tokens.inc(len(tokens))
         return job
 
-    async def _run(self, job: Job, what: str, session_id: str) -> None:
-        """Run ``job`` on the engine: 429 when it is full, 504 past the timeout, 422 when the session's
-        memory gave non-finite output, 500 if the job failed otherwise."""
+    async def _run(self, job: Job, what: str, opened: Opened) -> None:
+        """Run ``job`` on the engine: 429 when it is full or the tenant holds its share of it, 504
+        past the timeout, 422 when the session's memory gave non-finite output, 500 if the job
+        failed otherwise."""
         timeout = self.settings.request_timeout or None
+        session_id, tenant = opened.meta.id, opened.tenant
+        share = max(1, int(self.settings.max_queue * self.settings.tenant_queue_share))
+        if self._queued.get(tenant, 0) >= share:
+            raise APIError(
+                429,
+                f"this API key has {share} requests queued or running, its share (--tenant-queue-share)",
+                code="tenant_queue_full",
+                headers={"Retry-After": "1"},
+            )
+        self._queued[tenant] = self._queued.get(tenant, 0) + 1
         try:
             with self.metrics.running.track_inprogress():
                 if abandoned():  # a cancellation swallowed on the way here: do not start the work
@@ -383,6 +437,10 @@ class Service:
             raise APIError(
                 504, f"the {what} ran past {timeout:g} s and was cancelled", code="timeout"
             ) from error
+        finally:
+            self._queued[tenant] -= 1
+            if not self._queued[tenant]:
+                del self._queued[tenant]
         if isinstance(job.error, NotFinite):
             name = f"session {session_id!r}" if session_id else "this request"
             raise APIError(

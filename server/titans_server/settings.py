@@ -75,6 +75,27 @@ class Settings(BaseSettings):
         5.0, gt=0, description="seconds an idle connection stays open after a response"
     )
     max_sessions_per_tenant: int = Field(100_000, ge=1, description="sessions one API key's tenant may hold")
+    max_metadata_keys: int = Field(16, ge=0, description="keys of a session's metadata (else 400)")
+    max_metadata_bytes: int = Field(
+        8192, ge=0, description="UTF-8 bytes of a session's metadata, keys and values (else 400)"
+    )
+    max_messages: int = Field(2048, ge=1, description="messages of a chat request (else 400)")
+    max_prompt_bytes: int = Field(
+        262144, ge=1, description="UTF-8 bytes of the text a chat or completion adds (else 400)"
+    )
+    max_json_values: int = Field(
+        20000, ge=100, description="values (strings, numbers, keys, objects, arrays) of a JSON body"
+    )
+    cpu_workers: int = Field(1, ge=1, description="processes that tokenise and check JSON bodies")
+    max_cpu_jobs_per_tenant: int = Field(
+        16, ge=1, description="requests of one tenant being tokenised or checked at once (else 429)"
+    )
+    max_waiting_per_session: int = Field(
+        32, ge=1, description="requests waiting for or holding one session (else 429)"
+    )
+    tenant_queue_share: float = Field(
+        0.5, gt=0, le=1, description="share of --max-queue one tenant's requests may take (else 429)"
+    )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds SIGTERM waits for requests in flight before cancelling them"
     )

@@ -212,12 +212,18 @@ class SessionMeta:
             created_at=float(data["created_at"]),
             updated_at=float(data["updated_at"]),
             state_bytes=int(data["state_bytes"]),
-            metadata=json.loads(data["metadata"]),
+            metadata={text(k): text(v) for k, v in json.loads(data["metadata"]).items()},
             ttl_seconds=int(data["ttl_seconds"]),
             chain_hash=data["chain_hash"],
             chain_length=int(data["chain_length"]),
             revision=data.get("revision", ""),
         )
+
+
+def text(value: str) -> str:
+    """``value`` as text: a lone surrogate (stored before requests were checked for them) becomes
+    ``?``, so the session can still be listed, read, forked and deleted."""
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 class StateCache:

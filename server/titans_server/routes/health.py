@@ -29,4 +29,5 @@ async def metrics(request: Request) -> Response:
     """Prometheus metrics (``titans:`` prefix); behind an API key with ``--metrics-auth``."""
     service = request.app.state.service  # --metrics-auth: the key was checked (auth.Authenticate)
     service.metrics.cache_hits.set(service.store.cache.hits)
+    service.metrics.cpu_jobs.set(service.cpu.jobs)
     return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

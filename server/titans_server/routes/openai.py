@@ -42,16 +42,14 @@ async def run_chat(
 ) -> Outcome:
     tokenizer = service.tokenizer
     messages = [m.plain() for m in body.messages]
-    newline = tokenizer.encode("\n")
+    newline = service.newline
 
     def close_turn(generated: list[int]) -> list[int]:
         ended = bool(generated) and generated[-1] == tokenizer.end_of_turn_id
         return ([] if ended else [tokenizer.end_of_turn_id]) + newline
 
     async with service.session(tenant, session_id, create=True) as opened:
-        fresh = service.unconsumed(opened, messages)
-        await service.refuse_long_texts([m["content"] for m in fresh])
-        prompt = tokenizer.encode_chat(fresh)
+        prompt = await service.encode_chat(tenant, service.unconsumed(opened, messages))
         job, text = await service.generate(opened, prompt, params, body, on_text, epilogue=close_turn)
         reply = {"role": "assistant", "content": text}
         # The chain is the conversation as the client will resend it: these messages and the reply.
@@ -69,10 +67,8 @@ async def run_chat(
 async def run_completion(
     service: Service, body: CompletionRequest, params: SamplingParams, tenant: str, session_id, on_text
 ) -> Outcome:
-    tokenizer = service.tokenizer
     async with service.session(tenant, session_id, create=True) as opened:
-        await service.refuse_long_texts([body.prompt])
-        prompt = tokenizer.encode(body.prompt)
+        (prompt,) = await service.encode_prompt(tenant, [body.prompt])
         job, text = await service.generate(opened, prompt, params, body, on_text)
         meta = await service.commit(opened, job.state)
     return Outcome(
@@ -100,6 +96,7 @@ async def chat_completions(
 ):
     service: Service = request.app.state.service
     service.check_model(body.model)
+    service.check_messages(body.messages)
     session_id = session_of(body, x_session_id)
     params = service.sampling(body, [service.tokenizer.end_of_turn_id])  # a bad value is 400, not mid-stream
     ident, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())

@@ -15,11 +15,12 @@ from sse_starlette.sse import EventSourceResponse
 from titans_core.state import to_bytes
 from titans_server.auth import Tenant
 from titans_server.bins import Bins
+from titans_server.cpu_pool import disconnected
 from titans_server.engine import Fed
 from titans_server.errors import APIError, log
 from titans_server.routes.openai import STREAMS, abandon
 from titans_server.schemas import SESSION_ID, IngestText, SessionCreate, SessionFork, is_session_id
-from titans_server.service import Service, encode_capped, new_session_id
+from titans_server.service import Service, new_session_id
 
 router = APIRouter(prefix="/v1/sessions")
 
@@ -42,6 +43,7 @@ def checked(session_id: str) -> str:
 @router.post("", status_code=201)
 async def create_session(body: SessionCreate, request: Request, tenant: Tenant) -> JSONResponse:
     service = service_of(request)
+    service.check_metadata(body.metadata)
     session_id = body.id or new_session_id()
     async with service.session(tenant, session_id, create=True, load_state=False) as opened:
         if opened.expected != -1:
@@ -103,6 +105,7 @@ async def fork_session(
         source, copy = opened[session_id], opened[target]
         if copy.expected != -1:
             raise APIError(409, f"session {target!r} already exists", param="id", code="session_exists")
+        service.check_metadata(source.meta.metadata)  # one stored before the limit: not copied
         copy.meta.metadata = dict(source.meta.metadata)
         copy.meta.ttl_seconds = source.meta.ttl_seconds
         copy.meta.chain_hash, copy.meta.chain_length = source.meta.chain_hash, source.meta.chain_length
@@ -178,11 +181,14 @@ async def ingest(
     checked(session_id)  # before the body is read (and the key before that: a dependency)
     text = await document_of(request)
     limit = service.settings.max_ingest_tokens
-    tokens = await asyncio.to_thread(encode_capped, service.tokenizer, text, limit)
-    if tokens is None:
+    # In the CPU pool, in the tenant's turn; dropped at the limit or when the client leaves.
+    encoded = await service.tokens(tenant, [text], limit, disconnected(request.receive))
+    if encoded is None:
         raise APIError(
             413, f"the document has more than {limit} tokens (--max-ingest-tokens)", code="request_too_large"
         )
+    del text  # the tokens are what is kept
+    (tokens,) = encoded
     if not tokens:
         raise APIError(400, "the document is empty", code="empty_document")
     bins = Bins(bin_tokens, len(tokens))
@@ -259,4 +265,4 @@ async def document_of(request: Request) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise APIError(400, f"the document is not UTF-8 text: {error}") from error
+        raise APIError(400, f"the document is not UTF-8 text: {error}", code="invalid_text") from error
