@@ -48,14 +48,20 @@ COPY wheels/ /wheels/
 RUN if [ -n "${TORCH_INDEX_URL}" ]; then export PIP_INDEX_URL="${TORCH_INDEX_URL}"; fi \
     && pip install --no-cache-dir --find-links /wheels "torch==${TORCH_VERSION}"
 
+# Then the other dependencies, read from pyproject.toml alone: a change to the code reuses this
+# layer and the runtime's copy of the venv, and rebuilds only the small layer of the project.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['server'] if not d.startswith('torch')))" > requirements.txt \
+    && pip install --no-cache-dir --find-links /wheels --requirement requirements.txt
+
+# This project with the server extra (no client, dev or training tools) as a wheel, for the runtime.
+# ("./[server]" is pip's ".[server]"; spelled as a path so hadolint sees no PyPI name.)
+COPY README.md ./
 COPY titans_core/ titans_core/
 COPY server/ server/
 COPY clients/ clients/
-# This project with the server extra only (no client, dev or training tools); torch is already
-# satisfied. ("./[server]" is pip's ".[server]"; spelled as a path so hadolint sees no PyPI name.)
-RUN pip install --no-cache-dir --find-links /wheels "./[server]"
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist "./[server]"
 
 # ---- runtime: the slim image, the virtual environment, a non-root user ------------------------
 FROM ${RUNTIME_IMAGE}
@@ -66,6 +72,9 @@ RUN groupadd --system --gid 10001 titans \
     && chown titans:titans /data
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /dist/ /tmp/dist/
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /tmp/dist/*.whl \
+    && rm -r /tmp/dist
 
 # TITANS_SHUTDOWN_TIMEOUT: on SIGTERM, requests in flight get 8 s to finish and commit, then are
 # cancelled and their sessions left as they were; the rest of the shutdown fits in `docker stop`'s

@@ -4,6 +4,7 @@ install for the commands that need the model."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -96,7 +97,6 @@ def test_every_client_command_works_against_a_server(client_env, server, tmp_pat
     "args, extra",
     [
         (("serve",), "server"),
-        (("keys", "add", "acme", "--file", "keys.txt"), "server"),
         (("train", "corpus", "--out", "runs/x"), "train"),
         (("data", "shakespeare", "corpus"), "train"),
     ],
@@ -106,6 +106,14 @@ def test_commands_that_need_the_model_say_what_to_install(client_env, args, extr
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"titans-serve[{extra}]" in lines[0], done.stderr
+
+
+def test_keys_add_needs_only_the_client(client_env):
+    """Hashing a key needs the standard library, not the server (which a key's admin may not have)."""
+    made = run(client_env, "titans", "keys", "add", "acme", "--file", "keys.txt")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert (client_env / "keys.txt").read_text() == f"acme {hashlib.sha256(key.encode()).hexdigest()}\n"
 
 
 def test_the_root_project_still_brings_the_client():

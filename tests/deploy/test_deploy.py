@@ -1,8 +1,8 @@
 """The container and cluster files agree with the server, and the image's command really serves.
 
-No Docker engine runs here: the Dockerfile is linted (hadolint), every YAML file is parsed and
-checked against the server's own settings, port and routes, and the image's exact CMD runs
-natively with the image's environment.
+Without a Docker engine (test_image.py and test_compose.py run the image and the stack with one):
+the Dockerfile is linted (hadolint), every YAML file is parsed and checked against the server's
+own settings, port and routes, and the image's exact CMD runs natively with the image's environment.
 """
 
 from __future__ import annotations
@@ -216,17 +216,25 @@ def test_the_image_builds_a_venv_and_runs_it_slim_as_a_non_root_user():
         'PIP_INDEX_URL="${TORCH_INDEX_URL}"' in run and '"torch==${TORCH_VERSION}"' in run for run in runs
     )
     assert instructions(builder, "COPY")[0] == "wheels/ /wheels/"  # pip's folder, before torch
-    project_installs = [run for run in runs if re.search(r'pip install .*"\./?\[server\]"', run)]
-    assert len(project_installs) == 1, runs
+    # the dependencies from pyproject.toml's server extra, then the project as a wheel
+    assert any("['optional-dependencies']['server']" in run and "--requirement" in run for run in runs)
+    project_wheels = [run for run in runs if re.search(r'pip wheel .*--no-deps .*"\./?\[server\]"', run)]
+    assert len(project_wheels) == 1, runs
     assert f"python -m venv {IMAGE_VENV}" in runs
 
     # Runtime: the builder's venv, on PATH; a numeric non-root user owns the data volume.
-    assert instructions(final, "COPY") == [f"--from=builder {IMAGE_VENV} {IMAGE_VENV}"]
+    assert instructions(final, "COPY") == [
+        f"--from=builder {IMAGE_VENV} {IMAGE_VENV}",
+        "--from=builder /dist/ /tmp/dist/",
+    ]
     assert image_environment()["PATH"].startswith(f"{IMAGE_VENV}/bin:")
     (user,) = instructions(final, "USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) != 0 and gid.isdigit() and int(gid) != 0, user
     runs = instructions(final, "RUN")
+    assert any(
+        f"{IMAGE_VENV}/bin/pip install" in run and "--no-deps --no-index /tmp/dist/" in run for run in runs
+    )
     assert any(f"--uid {uid}" in run and "chown titans:titans /data" in run for run in runs)
     assert instructions(final, "VOLUME") == ["/data"]
     assert instructions(final, "ENTRYPOINT") == []

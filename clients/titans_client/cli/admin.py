@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +12,10 @@ import typer
 
 from titans_client.cli._common import ApiKey, BaseUrl, Typer, connect, console, print_json, requires
 from titans_client.client import DEFAULT_URL
+
+# The keys file's format, the server's (titans_server.auth): written here with the standard library
+# alone, so that `titans keys add` works where only the client is installed.
+TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 keys = Typer(help="API keys of a server (`--api-keys-file`).", no_args_is_help=True)
 
@@ -39,13 +46,12 @@ def add_key(
     file: Annotated[Path, typer.Option("--file", "-f", help="the server's keys file (created if missing)")],
 ) -> None:
     """Make a new key for TENANT: its hash goes into the file, the key itself is printed once."""
-    auth = requires("titans_server.auth", "server")
-    if not auth.TENANT_NAME.fullmatch(tenant):
+    if not TENANT_NAME.fullmatch(tenant):
         raise typer.BadParameter("1-64 letters, digits or ._-", param_hint="TENANT")
-    key = auth.new_key()
+    key = "tsk-" + secrets.token_urlsafe(32)
     existing = file.read_text() if file.exists() else ""
     separator = "" if not existing or existing.endswith("\n") else "\n"
     with file.open("a") as out:
-        out.write(f"{separator}{tenant} {auth.hash_key(key)}\n")
+        out.write(f"{separator}{tenant} {hashlib.sha256(key.encode()).hexdigest()}\n")
     file.chmod(0o600)
     console.out(key)
