@@ -13,11 +13,11 @@ def new_session() -> str:
     return "deploy-" + os.urandom(4).hex()
 
 
-def chat(url: str, session: str, stream: bool = False) -> str:
+def chat(url: str, session: str, stream: bool = False, model: str = "tiny-random") -> str:
     """A 4-token chat on ``session`` through the official SDK; the reply's text."""
     client = OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
     asked = {
-        "model": "tiny-random",
+        "model": model,
         "messages": [{"role": "user", "content": "hello"}],
         "max_tokens": 4,
         "extra_headers": {"X-Session-Id": session},
