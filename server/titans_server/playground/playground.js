@@ -48,6 +48,7 @@ const state = {
   current: null, // the picked session's id
   after: null, // the cursor of the next page of sessions
   logs: new Map(), // session id -> its conversation on this page (an element, kept while others show)
+  ingestions: new Map(), // session id -> the last ingestion this page ran on it (its plot and numbers)
   busy: new Set(), // what is running: "chat", "ingest"
 };
 
@@ -175,6 +176,8 @@ function pick(id) {
   }
   ui.title.textContent = id ?? "No session picked";
   ui.chatLog.replaceChildren(...(id ? [logOf(id)] : []));
+  ui.chatLog.scrollTop = ui.chatLog.scrollHeight; // its latest lines
+  showIngestion();
   enable();
   if (id) act(inspect);
   else clearInspector();
@@ -205,6 +208,7 @@ ui.fork.addEventListener("click", () =>
     const meta = await json(path(source, "/fork"), { method: "POST", body: {} });
     const log = logOf(source).cloneNode(true); // the fork remembers this conversation: show it
     log.append(note(`Forked from ${source}.`));
+    log.dataset.opened = "true"; // its past is the lines above
     state.logs.set(meta.id, log);
     show(meta);
     pick(meta.id);
@@ -216,7 +220,8 @@ ui.reset.addEventListener("click", () =>
     const id = state.current;
     if (!confirm(`Reset the memory of ${id} to the model's initial memory?`)) return;
     show(await json(path(id, "/reset"), { method: "POST" }));
-    logOf(id).append(note("The memory was reset: it remembers none of the above."));
+    addNote(id, "The memory was reset: it remembers none of the above.");
+    forgetIngestion(id);
     await inspect();
   }),
 );
@@ -230,6 +235,7 @@ ui.remove.addEventListener("click", () =>
     if (state.after === id) state.after = item?.previousElementSibling?.dataset.sessionId ?? null; // a cursor that exists
     item?.remove();
     state.logs.delete(id);
+    state.ingestions.delete(id);
     pick(null);
   }),
 );
@@ -257,7 +263,8 @@ ui.importState.addEventListener("change", () =>
       tooLarge(file.size, file.name);
       const response = await request(path(id, "/state"), { method: "PUT", body: file, type: "application/octet-stream" });
       show(await response.json());
-      logOf(id).append(note(`The memory was replaced by the state in ${file.name}.`));
+      addNote(id, `The memory was replaced by the state in ${file.name}.`);
+      forgetIngestion(id);
       await inspect();
     } finally {
       ui.importState.value = ""; // the same file can be chosen again
@@ -279,6 +286,12 @@ function note(text) {
   return item;
 }
 
+/** A note at the end of a session's log, scrolled into view when the session shows. */
+function addNote(id, text) {
+  logOf(id).append(note(text));
+  if (id === state.current) ui.chatLog.scrollTop = ui.chatLog.scrollHeight;
+}
+
 // The inspector ----------------------------------------------------------------------------------
 
 async function inspect() {
@@ -286,6 +299,7 @@ async function inspect() {
   const [meta, memory] = await Promise.all([json(path(id)), json(path(id, "/memory"))]);
   if (id !== state.current) return; // another session was picked meanwhile
   show(meta);
+  noteThePast(meta);
   ui.tokens.textContent = String(meta.tokens_seen);
   ui.version.textContent = String(meta.version);
   ui.bytes.textContent = bytes(meta.state_bytes);
@@ -300,6 +314,24 @@ async function inspect() {
       return row;
     }),
   );
+}
+
+/**
+ * The first time this page shows a session that was used before (by the API, another tab), its log
+ * says so: the server keeps the memory and a hash of the conversation, not the conversation.
+ */
+function noteThePast(meta) {
+  const log = logOf(meta.id);
+  if (log.dataset.opened) return;
+  log.dataset.opened = "true";
+  if (meta.version > 0 && !log.children.length) {
+    const past = `version ${meta.version}, ${count(meta.tokens_seen)} tokens in its memory`;
+    addNote(
+      meta.id,
+      `Before this tab, the session was used elsewhere (${past}). ` +
+        "What was said there is in its memory but not shown: the server keeps no transcript.",
+    );
+  }
 }
 
 function clearInspector() {
@@ -402,26 +434,36 @@ async function ingest() {
   }
   state.busy.add("ingest");
   enable();
-  plot.clear(bin);
-  progress(0, 1, null);
-  ui.numbers.textContent = "sending…";
+  const run = { binTokens: bin, bins: [], done: 0, total: 1, status: "sending…" };
+  state.ingestions.set(id, run);
+  if (id === state.current) showIngestion();
+  /** The run's new numbers (and bins), drawn while its session shows. */
+  const update = (numbers, bins = null) => {
+    Object.assign(run, numbers);
+    if (bins) run.bins.push(bins);
+    if (id !== state.current || state.ingestions.get(id) !== run) return;
+    if (bins) plot.add(...bins);
+    showProgress(run);
+  };
   try {
     const response = await request(path(id, `/ingest?stream=true&bin_tokens=${bin}`), { method: "POST", body, type });
     for await (const { event, data } of events(response)) {
-      const update = JSON.parse(data);
+      const fields = JSON.parse(data);
       if (event === "progress") {
-        progress(update.tokens_done, update.tokens_total, update.tokens_per_second);
-        plot.add(update.first_bin, update.loss, update.write_strength);
+        const [done, total] = [fields.tokens_done, fields.tokens_total];
+        const status = progressText(done, total, fields.tokens_per_second);
+        update({ done, total, status }, [fields.first_bin, fields.loss, fields.write_strength]);
       } else if (event === "done") {
-        progress(update.tokens_ingested, update.tokens_ingested, update.tokens_per_second);
-        ui.numbers.textContent += ` · done in ${update.seconds.toFixed(1)} s${means(update)}`;
+        const n = fields.tokens_ingested;
+        const took = ` · done in ${fields.seconds.toFixed(1)} s${means(fields)}`;
+        update({ done: n, total: n, status: progressText(n, n, fields.tokens_per_second) + took });
         if (file && ui.ingestFile.files[0] === file) ui.ingestFile.value = ""; // ingested: not again by mistake
       } else if (event === "error") {
-        throw streamError(update);
+        throw streamError(fields);
       }
     }
   } catch (error) {
-    ui.numbers.textContent = "not ingested: the memory is as it was";
+    update({ status: "not ingested: the memory is as it was" });
     throw error;
   } finally {
     state.busy.delete("ingest");
@@ -430,13 +472,31 @@ async function ingest() {
   }
 }
 
-function progress(done, total, perSecond) {
-  ui.progress.max = Math.max(total, 1);
-  ui.progress.value = done;
-  ui.progress.dataset.done = String(done);
-  ui.progress.dataset.total = String(total);
+function progressText(done, total, perSecond) {
   const rate = perSecond == null ? "" : ` · ${count(perSecond)} tokens/s`;
-  ui.numbers.textContent = `${count(done)} / ${count(total)} tokens${rate}`;
+  return `${count(done)} / ${count(total)} tokens${rate}`;
+}
+
+/** The picked session's last ingestion on this page (its plot, bar and numbers), or an empty plot. */
+function showIngestion() {
+  const run = state.ingestions.get(state.current);
+  plot.clear(run?.binTokens ?? plot.binTokens);
+  for (const bins of run?.bins ?? []) plot.add(...bins);
+  showProgress(run);
+}
+
+function showProgress(run) {
+  ui.progress.max = Math.max(run?.total ?? 1, 1);
+  ui.progress.value = run?.done ?? 0;
+  if (run) Object.assign(ui.progress.dataset, { done: String(run.done), total: String(run.total) });
+  else for (const key of ["done", "total"]) delete ui.progress.dataset[key];
+  ui.numbers.textContent = run?.status ?? "";
+}
+
+/** A session whose memory was replaced: its plot described a memory it no longer has. */
+function forgetIngestion(id) {
+  state.ingestions.delete(id);
+  if (id === state.current) showIngestion();
 }
 
 function means(done) {
