@@ -50,7 +50,10 @@ class Attention(nn.Module):
     def project_keys_values(self, x: Tensor, table: Rotary) -> tuple[Tensor, Tensor]:
         """Only the rotated keys and the values, for tokens that are never queries."""
         width = self.n_heads * self.head_dim
-        kv = F.linear(x, self.to_qkv.weight[width:])
+        if type(self.to_qkv) is nn.Linear:
+            kv = F.linear(x, self.to_qkv.weight[width:])
+        else:  # a wrapped projection (a PEFT adapter) is applied whole, so its keys get the adapter too
+            kv = self.to_qkv(x)[..., width:]
         k, v = kv.unflatten(-1, (2, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
         return rotate(k, table), v
 
