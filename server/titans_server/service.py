@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from titans_core import ModelState, SamplingParams, StateMismatchError, TitansLM
+from titans_core.generation_config import GenerationDefaults
 from titans_core.state import MAX_POSITION, check_state, from_bytes, state_shapes, to_bytes
 from titans_server import transcript
 from titans_server.cpu_jobs import encode_texts
@@ -101,6 +102,8 @@ class Service:
         self._reply_opening = model.tokenizer.generation_prompt()
         self.state_header_cap = header_cap(model.config)
         self.started = int(time.time())
+        # the model's generation_config.json: sampling fields a request leaves out
+        self.generation_defaults = GenerationDefaults.for_model(settings.model)
 
     def check_model(self, name: str | None) -> None:
         """A request for a model we do not serve is OpenAI's 404, not quietly another model's reply."""
@@ -284,7 +287,12 @@ class Service:
             raise APIError(503, str(error), code="store_unavailable", headers={"Retry-After": "1"}) from error
 
     def sampling(self, request, stop_ids: list[int]) -> SamplingParams:
-        limit = request.max_completion_tokens or request.max_tokens or self.settings.max_new_tokens
+        """The request's sampling fields; those it left out come from the model's generation config."""
+        cap, defaults = self.settings.max_new_tokens, self.generation_defaults
+        limit = request.max_completion_tokens or request.max_tokens
+        limit = limit or min(defaults.max_new_tokens or cap, cap)
+        given = {name: getattr(request, name) for name in ("temperature", "top_p", "top_k")}
+        chosen = defaults.apply({k: v for k, v in given.items() if k in request.model_fields_set})
         if limit > self.settings.max_new_tokens:
             raise APIError(
                 400,
@@ -294,9 +302,9 @@ class Service:
             )
         return SamplingParams(
             max_new_tokens=limit,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            top_k=request.top_k,
+            temperature=chosen.get("temperature", given["temperature"]),
+            top_p=chosen.get("top_p", given["top_p"]),
+            top_k=chosen.get("top_k", given["top_k"]),
             seed=request.seed,
             stop_token_ids=tuple(stop_ids),
         )

@@ -26,7 +26,10 @@ def chat(
     ] = None,
     system: Annotated[str | None, typer.Option(help="a system message before the first turn")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="longest reply, in tokens")] = None,
-    temperature: Annotated[float, typer.Option(help="0: greedy")] = 0.7,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="0: greedy (unset: the model's own default, its generation_config.json)"),
+    ] = None,
     base_url: BaseUrl = DEFAULT_URL,
     api_key: ApiKey = None,
 ) -> None:
@@ -35,7 +38,10 @@ def chat(
     Each turn sends only the new message: the session's memory holds the conversation (without
     --session, an interactive chat runs on a session of its own, deleted at the end).
     """
-    params = {"temperature": temperature, **({"max_tokens": max_tokens} if max_tokens else {})}
+    params = {
+        **({"temperature": temperature} if temperature is not None else {}),
+        **({"max_tokens": max_tokens} if max_tokens else {}),
+    }
     pending = [{"role": "system", "content": system}] if system else []
     with connect(base_url, api_key) as client, ExitStack() as cleanup:
         if session is None and message is None:

@@ -160,7 +160,14 @@ async def completions(
 async def models(request: Request) -> dict:
     service: Service = request.app.state.service
     models = [
-        {"id": name, "object": "model", "created": service.started, "owned_by": "titans-serve"}
+        {
+            "id": name,
+            "object": "model",
+            "created": service.started,
+            "owned_by": "titans-serve",
+            # extension: the sampling defaults applied to fields a request leaves out
+            "generation_config": service.generation_defaults.to_dict(),
+        }
         for name in service.model_names
     ]
     return {"object": "list", "data": models}
