@@ -10,12 +10,14 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
 from titans_server import docs
 from titans_server.auth import Authenticate, Keyring
+from titans_server.browsers import SameSite
 from titans_server.cpu_pool import CpuPool
 from titans_server.engine import Engine
 from titans_server.errors import ERROR_RESPONSES, install_error_handlers
@@ -111,6 +113,15 @@ def create_app(settings: Settings) -> FastAPI:
     # Added last, so it runs first: a request without a key is answered before its body is read.
     app.add_middleware(Authenticate, metrics_auth=settings.metrics_auth)
     app.add_middleware(PagesStayLocal)
+    if settings.cors_origins:  # outside the key check: a preflight carries no key
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Session-Id", "X-Session-Version"],
+        )
+    app.add_middleware(SameSite, settings=settings)  # outermost: an unknown host gets nothing else
     for module in (openai, sessions, health, playground):
         app.include_router(module.router)
     docs.install(app)

@@ -20,6 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from titans_server import refusals
 from titans_server.errors import APIError
 
 log = logging.getLogger("titans_server")
@@ -138,10 +139,13 @@ class Authenticate:
         if scope["type"] != "http" or not guarded:
             await self.app(scope, receive, send)
             return
+        given = [value for name, value in scope["headers"] if name == b"authorization"]
         try:
-            tenant = _tenant(scope["app"].state.keyring, dict(scope["headers"]).get(b"authorization", b""))
+            if len(given) > 1:  # which one would name the tenant? Neither.
+                raise APIError(400, "send one Authorization header", code="duplicate_authorization")
+            tenant = _tenant(scope["app"].state.keyring, given[0] if given else b"")
         except APIError as error:
-            await error.response()(scope, receive, send)
+            await refusals.send(error, scope, receive, send)
             return
         scope.setdefault("state", {})["tenant"] = tenant
         await self.app(scope, receive, send)

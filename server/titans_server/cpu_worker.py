@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import marshal
+import os
 import re
 import sys
 from typing import BinaryIO
 
+NICENESS = 10  # the worker's scheduling priority, below the server's
 # A JSON string (escapes included): cut out before counting the structure around it.
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
@@ -89,6 +91,9 @@ def lone_surrogate(value: object) -> tuple[str, str, str | None] | None:
 def main() -> None:
     from tokenizers import Tokenizer  # not torch: the worker stays small
 
+    # Below the engine's threads: on a machine with few cores, the kernel runs the model first
+    # and tokenises with what is left, so one tenant's flood of text cannot slow another's chat.
+    os.nice(NICENESS)
     source, sink = sys.stdin.buffer, sys.stdout.buffer
     tokenizer = Tokenizer.from_str(read_frame(source))
     tokenizer.encode_special_tokens = True  # as titans_core.Tokenizer: text never turns into control tokens

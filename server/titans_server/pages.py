@@ -4,6 +4,7 @@ The docs' assets come from the fastapi-offline package, ReDoc's without the logo
 (see :mod:`titans_server.docs`); the playground's chart library is vendored in the package. A
 Content-Security-Policy keeps the browser from fetching anything from elsewhere, now or after a later
 Swagger UI or ReDoc reaches for it. The playground runs no inline script at all.
+No other site may show the pages in a frame (``frame-ancestors 'none'``): a click there acts here.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"content-security-policy"
 DOCS_PAGES = ("/docs", "/redoc")
-DOCS_POLICY = b"default-src 'self' 'unsafe-inline' data: blob:"
+DOCS_POLICY = b"default-src 'self' 'unsafe-inline' data: blob:; frame-ancestors 'none'"
 PLAYGROUND = "/playground"
-PLAYGROUND_POLICY = b"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:"
+NO_FRAMES = (b"x-frame-options", b"DENY")  # for browsers without CSP's frame-ancestors
+PLAYGROUND_POLICY = (
+    b"default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    b"frame-ancestors 'none'"
+)
 
 
 def policy_of(path: str) -> bytes | None:
@@ -40,7 +45,7 @@ class PagesStayLocal:
 
         async def with_policy(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (HEADER, policy)]
+                message["headers"] = [*message.get("headers", []), (HEADER, policy), NO_FRAMES]
             await send(message)
 
         await self.app(scope, receive, with_policy)

@@ -96,6 +96,23 @@ class Settings(BaseSettings):
     tenant_queue_share: float = Field(
         0.5, gt=0, le=1, description="share of --max-queue one tenant's requests may take (else 429)"
     )
+    min_body_rate: int = Field(
+        1024, ge=0, description="bytes per second a request body must average over --body-rate-window"
+    )
+    body_rate_window: float = Field(
+        10.0, gt=0, description="seconds over which a body's rate is measured (a slower one is cut off)"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="open connections (lowered to fit the open-file limit); more are closed"
+    )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header values served ('*': any); unset: loopback names on a loopback --host, "
+        "else any",
+    )
+    cors_origins: list[str] = Field(
+        [], description="browser origins that may call the API (CORS); none: same-origin pages only"
+    )
     shutdown_timeout: float = Field(
         30.0, ge=0, description="seconds SIGTERM waits for requests in flight before cancelling them"
     )

@@ -283,3 +283,192 @@ def until(condition, seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def read_answer(connection: socket.socket) -> bytes:
+    """What the server sends until it closes the connection or goes quiet for 5 s."""
+    connection.settimeout(5)
+    answer = b""
+    try:
+        while chunk := connection.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.endswith(b"}"):
+                break
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return answer
+
+
+@pytest.mark.parametrize("head", ["X-Big: " + "a" * 100_000, "\r\n".join(f"X-{i}: v" for i in range(6000))])
+def test_a_request_head_over_the_limit_is_refused_however_it_arrives(server, head):
+    """A 100 KB head, or 6,000 headers, in one write were served: the 16 KiB limit held only for
+    heads arriving in pieces."""
+    with raw_connection(server.url) as big:
+        big.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}\r\n\r\n".encode())
+        answer = read_answer(big)
+    assert answer.startswith(b"HTTP/1.1 400") and b"header_too_large" in answer, answer[:200]
+
+
+def test_two_authorization_headers_are_refused(two_tenants):
+    """Which key names the tenant? Neither: the request is refused (the last one used to decide)."""
+    both = httpx.Headers(
+        [("Authorization", f"Bearer {KEYS['tenant-a']}"), ("Authorization", f"Bearer {KEYS['tenant-b']}")]
+    )
+    with httpx.Client(base_url=two_tenants.url, timeout=60) as http:
+        refused = http.get("/v1/sessions", headers=both)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "duplicate_authorization"
+        one = http.get("/v1/sessions", headers={"Authorization": f"Bearer {KEYS['tenant-b']}"})
+        assert one.status_code == 200
+        assert refusals(http)["duplicate_authorization"] == 1
+
+
+def test_a_keyless_server_refuses_other_sites_but_serves_clients_and_its_pages(http, server, session_id):
+    own = f"http://127.0.0.1:{server.port}"
+    for headers in (
+        {"Origin": "http://attacker.example", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "http://attacker.example"},  # a browser without Sec-Fetch-*
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "null"},  # a sandboxed frame, a file:// page
+    ):
+        for path, body in ((f"/v1/sessions/{session_id}/ingest", "some words"), ("/v1/sessions", session_id)):
+            refused = http.post(path, content=body, headers={"Content-Type": "text/plain", **headers})
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "cross_site", headers
+    assert http.get(f"/v1/sessions/{session_id}").status_code == 404
+    # The playground's own requests, curl's and the SDK's: served.
+    same_origin = {"Origin": own, "Sec-Fetch-Site": "same-origin"}
+    assert http.post("/v1/sessions", json={"id": session_id}, headers=same_origin).status_code == 201
+    assert http.post(f"/v1/sessions/{session_id}/ingest", content="a few words").status_code == 200
+    upload = http.post(f"/v1/sessions/{session_id}/ingest", files={"file": ("notes.txt", b"more words")})
+    assert upload.status_code == 200
+    # DNS rebinding: another name for this address is not served.
+    rebound = http.get("/v1/sessions", headers={"Host": f"attacker.example:{server.port}"})
+    assert rebound.status_code == 400 and rebound.json()["error"]["code"] == "host_not_allowed"
+    assert http.get("/health", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+    for page in ("/playground/", "/docs"):
+        shown = http.get(page)
+        assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
+        assert shown.headers["x-frame-options"] == "DENY"
+
+
+def test_a_keyed_server_answers_other_origins_only_where_configured(start_server, tmp_path):
+    server = start_server(
+        tmp_path / "data", "--api-key", "k" * 32, "--cors-origins", '["http://app.example"]'
+    )
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        allowed = http.options("/v1/sessions", headers={"Origin": "http://app.example", **preflight})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        other = http.options("/v1/sessions", headers={"Origin": "http://attacker.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_slow_body_is_cut_off_and_an_honest_slow_upload_is_not(start_server, tmp_path):
+    server = start_server(tmp_path / "data", "--min-body-rate", "2000", "--body-rate-window", "1")
+    with raw_connection(server.url) as slow:
+        slow.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
+        slow.settimeout(0.3)
+        begin, cut = time.perf_counter(), False
+        while time.perf_counter() - begin < 30 and not cut:  # a byte every 0.3 s: 3 bytes a second
+            try:
+                slow.sendall(b" ")
+                cut = slow.recv(65536) == b""
+            except TimeoutError:
+                pass
+            except OSError:
+                cut = True
+        assert cut and time.perf_counter() - begin < 10
+    body = b" " * 95_000 + b'{"id": "uploaded-slowly"}'  # 30 KB a second: 3 s
+    with raw_connection(server.url) as honest:
+        honest.sendall(
+            f"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for start in range(0, len(body), 3000):
+            honest.sendall(body[start : start + 3000])
+            time.sleep(0.1)
+        assert read_answer(honest).startswith(b"HTTP/1.1 201")
+    with httpx.Client(base_url=server.url) as http:
+        assert refusals(http)["body_too_slow"] == 1
+
+
+def test_connections_past_the_limit_are_refused(start_server, tmp_path):
+    server = start_server(tmp_path / "data", "--max-connections", "20")
+    with httpx.Client(base_url=server.url) as kept, contextlib.ExitStack() as held:
+        assert kept.get("/health").status_code == 200  # one connection, kept alive
+        answers = []
+        for _ in range(30):
+            connection = held.enter_context(raw_connection(server.url))
+            connection.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answers.append(read_answer(connection))
+        served = sum(answer.startswith(b"HTTP/1.1 200") for answer in answers)
+        refused = sum(
+            answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer for answer in answers
+        )
+        assert (served, refused) == (19, 11), answers
+        assert kept.get("/health").status_code == 200
+        held.close()
+        assert until(
+            lambda: kept.get("/health").status_code == 200 and refusals(kept)["too_many_connections"] == 11,
+            10,
+        )
+    assert httpx.get(server.url + "/health").status_code == 200  # a fresh connection
+
+
+def test_requests_waiting_on_one_session_are_bounded(start_server, tmp_path, session_id):
+    server = start_server(tmp_path / "data", "--max-waiting-per-session", "3", "--max-new-tokens", "100000")
+    endless = {"max_tokens": 100_000, "min_tokens": 100_000, "ignore_eos": True, "stream": True}
+    chat = {"messages": [{"role": "user", "content": "go on"}], "session_id": session_id, "max_tokens": 1}
+    statuses = []
+    with httpx.Client(base_url=server.url, timeout=120) as http:
+        with http.stream("POST", "/v1/chat/completions", json={**chat, **endless}) as holder:
+            lines = holder.iter_lines()  # kept: a line iterator dropped midway closes the connection
+            next(line for line in lines if '"content": "' in line)
+            waiters = [
+                threading.Thread(
+                    target=lambda: statuses.append(
+                        httpx.post(server.url + "/v1/chat/completions", json=chat, timeout=120).status_code
+                    )
+                )
+                for _ in range(5)
+            ]
+            for thread in waiters:
+                thread.start()
+            assert until(lambda: statuses.count(429) == 3, 60), statuses
+        for thread in waiters:
+            thread.join(120)
+        assert sorted(statuses) == [200, 200, 429, 429, 429]
+        assert refusals(http)["session_queue_full"] == 3
+
+
+def test_one_tenant_takes_at_most_its_share_of_the_engine_queue(start_server, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("".join(f"{tenant} {hash_key(key)}\n" for tenant, key in KEYS.items()))
+    server = start_server(
+        tmp_path / "data", "--api-keys-file", str(keys), "--max-queue", "8", "--max-new-tokens", "100000"
+    )
+    endless = {
+        "messages": [{"role": "user", "content": "go on"}],
+        "max_tokens": 100_000,
+        "min_tokens": 100_000,
+    }
+    a = {"Authorization": f"Bearer {KEYS['tenant-a']}"}
+    with httpx.Client(base_url=server.url, timeout=120) as http, contextlib.ExitStack() as streams:
+        first_events, kept = [], []  # a line iterator dropped midway closes its connection
+        for _ in range(8):
+            stream = streams.enter_context(
+                http.stream(
+                    "POST",
+                    "/v1/chat/completions",
+                    json={**endless, "ignore_eos": True, "stream": True},
+                    headers=a,
+                )
+            )
+            kept.append(stream.iter_lines())
+            events = (line for line in kept[-1] if line.startswith("data: ") and '"role"' not in line)
+            first_events.append(next(events))
+        codes = [json.loads(event[6:]).get("error", {}).get("code") for event in first_events]
+        assert codes.count("tenant_queue_full") == 4 and codes.count(None) == 4, codes
+        b = {"Authorization": f"Bearer {KEYS['tenant-b']}"}
+        chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        assert http.post("/v1/chat/completions", json=chat, headers=b).status_code == 200
