@@ -129,3 +129,14 @@ def test_padding_is_refused_rather_than_written_into_the_memory():
     model = TitansForCausalLM.from_titans("tiny-random")
     with pytest.raises(ValueError, match="padding"):
         model(torch.tensor([[1, 2, 3]]), attention_mask=torch.tensor([[0, 1, 1]]))
+
+
+def test_beam_search_runs_with_a_memory_per_beam(hf):
+    model, tokenizer = hf
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hello!"}], add_generation_prompt=True)
+    cache = TitansCache()
+    out = model.generate(
+        torch.tensor([ids["input_ids"]]), cache=cache, num_beams=3, do_sample=False, max_new_tokens=8
+    )
+    assert out.shape[0] == 1 and out.shape[1] > len(ids["input_ids"])
+    assert cache.batch_size == 3  # each beam's own memory, as the README says: not a session to continue

@@ -130,8 +130,9 @@ class TitansForCausalLM(PreTrainedModel, GenerationMixin):
         the server's does, and the next call continues from the text returned."""
         output = super().generate(*args, **kwargs)
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        if isinstance(cache, TitansCache) and cache.state is not None:
-            sequences = output if isinstance(output, Tensor) else output.sequences
+        sequences = output if isinstance(output, Tensor) else output.sequences
+        # (after beam search the cache holds a row per beam, not per sequence: it is left as it is)
+        if isinstance(cache, TitansCache) and cache.batch_size == sequences.shape[0]:
             tail = cache.unconsumed(sequences)
             if tail.shape[1]:
                 cache.consumed(sequences, tail, self.titans(tail, cache.state, logits="none")[1])
