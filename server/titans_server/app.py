@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 
 from titans_core import TitansLM
 from titans_core.model import PRESETS, shipped
-from titans_server import docs
+from titans_server import docs, history
 from titans_server.auth import Authenticate, Keyring
 from titans_server.browsers import SameSite
 from titans_server.cpu_pool import CpuPool
@@ -25,7 +25,8 @@ from titans_server.json_check import JsonCheck
 from titans_server.limits import BodyLimit
 from titans_server.metrics import Metrics
 from titans_server.pages import PagesStayLocal
-from titans_server.routes import health, openai, playground, sessions
+from titans_server.request_ids import RequestId
+from titans_server.routes import health, openai, playground, sessions, versions
 from titans_server.schemas import ErrorBody
 from titans_server.service import Service
 from titans_server.settings import Settings
@@ -86,8 +87,14 @@ def create_app(settings: Settings) -> FastAPI:
             engine.step_observer = metrics.observe_step
             engine.start()
             cleanup.push_async_callback(asyncio.to_thread, engine.stop)  # off the event loop
+            policy = history.Policy(
+                settings.history_versions, settings.history_max_bytes, settings.max_tenant_bytes
+            )
             store = SessionStore(
-                client, wait_replicas=settings.redis_wait_replicas, wait_timeout=settings.redis_wait_timeout
+                client,
+                wait_replicas=settings.redis_wait_replicas,
+                wait_timeout=settings.redis_wait_timeout,
+                history_policy=policy,
             )
             cleanup.push_async_callback(store.close)
             app.state.service = Service(settings, model, model_id, store, engine, metrics, cpu)
@@ -119,10 +126,11 @@ def create_app(settings: Settings) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Session-Id", "X-Session-Version"],
+            expose_headers=["X-Session-Id", "X-Session-Version", "X-Request-Id"],
         )
     app.add_middleware(SameSite, settings=settings)  # outermost: an unknown host gets nothing else
-    for module in (openai, sessions, health, playground):
+    app.add_middleware(RequestId)  # every response echoes X-Request-Id, a refusal's too
+    for module in (openai, sessions, versions, health, playground):
         app.include_router(module.router)
     docs.install(app)
     app.mount(playground.PLAYGROUND, playground.assets(), name="playground")

@@ -110,6 +110,18 @@ class SessionCreate(BaseModel):
     id: str | None = Field(None, pattern=SESSION_ID)
     metadata: dict[str, str] = Field(default_factory=dict)
     ttl_seconds: int | None = Field(None, ge=1, le=10 * 365 * 86400)
+    history_versions: int | None = Field(
+        None, ge=0, le=64, description="earlier versions to keep for restore (unset: the server's default)"
+    )
+
+
+class SessionRestore(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": 1}]})
+
+    version: int = Field(ge=0, description="a version GET /v1/sessions/{id}/versions lists")
+    if_version: int | None = Field(
+        None, ge=0, description="restore only if the session is at this version (else 409)"
+    )
 
 
 class SessionFork(BaseModel):

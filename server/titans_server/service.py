@@ -33,6 +33,7 @@ from titans_server.store import (
     SessionMeta,
     SessionStore,
     StoreUnavailable,
+    TenantBytesExceeded,
     VersionConflict,
 )
 
@@ -274,6 +275,8 @@ class Service:
             raise APIError(409, str(error), code="version_conflict") from error
         except SessionLimit as error:
             raise APIError(429, str(error), code="too_many_sessions") from error
+        except TenantBytesExceeded as error:
+            raise APIError(429, str(error), code="tenant_bytes_exceeded") from error
         except StoreUnavailable as error:  # the write may or may not have landed: not safe to resend
             raise APIError(503, str(error), code="commit_uncertain", headers={"Retry-After": "1"}) from error
         self.metrics.state_save_seconds.observe(time.perf_counter() - begin)

@@ -126,6 +126,22 @@ class Settings(BaseSettings):
         None, description="one key for simple setups (tenant 'default'); at least 16 characters"
     )
     metrics_auth: bool = Field(False, description="ask for an API key on /metrics too")
+    history_versions: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="earlier versions each session keeps to restore (a session's own history_versions "
+        "overrides it; 0: none)",
+    )
+    history_max_bytes: int = Field(
+        64 << 20, ge=0, description="bytes of kept versions per session (the oldest go first)"
+    )
+    max_tenant_bytes: int = Field(
+        16 << 30,
+        ge=0,
+        description="bytes of states and kept versions one API key's tenant may hold (kept versions go "
+        "first, a state past it is 429; 0: no bound)",
+    )
 
     @model_validator(mode="after")
     def _replicas_need_a_url(self) -> Settings:

@@ -38,30 +38,43 @@ from redis.exceptions import AskError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from titans_server import history, request_ids
+
 log = logging.getLogger("titans_server")
 
-# KEYS: meta, state. ARGV: expected version (-1: the session must not exist), state bytes ("" to
-# clear), ttl in ms (0: none), the commit's revision, then meta field/value pairs. Returns the new
-# version, -1 if the session is missing, -2 on a version conflict. Idempotent: the same commit sent
-# again (its reply lost, the client retried) finds its own revision and returns its version.
-_COMMIT = """
+# KEYS: meta, state, history, history states. ARGV: expected version (-1: the session must not
+# exist), state bytes ("" to clear), ttl in ms (0: none), the commit's revision, versions to keep,
+# the history's byte budget, the session's room under its tenant's quota (see history.PUSH), then
+# meta field/value pairs. Returns {version, history bytes}: version -1 if the session is missing,
+# -2 on a version conflict, -3 if the state alone exceeds the room. Idempotent: the same commit sent
+# again (its reply lost, the client retried) finds its own revision and returns its version,
+# pushing no second copy into the history.
+_COMMIT = (
+    """
 local current = redis.call('HGET', KEYS[1], 'version')
 local expected = tonumber(ARGV[1])
 if current == false then
-  if expected ~= -1 then return -1 end
+  if expected ~= -1 then return {-1, 0} end
 elseif expected == -1 or tonumber(current) ~= expected then
-  if redis.call('HGET', KEYS[1], 'revision') == ARGV[4] then return tonumber(current) end
-  return -2
+  if redis.call('HGET', KEYS[1], 'revision') == ARGV[4] then
+    return {tonumber(current), tonumber(redis.call('HGET', KEYS[1], 'history_bytes') or '0')}
+  end
+  return {-2, 0}
 end
+if tonumber(ARGV[7]) >= 0 and #ARGV[2] > tonumber(ARGV[7]) then return {-3, 0} end
+"""
+    + history.PUSH
+    + """
 if ARGV[2] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[2]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'history_bytes', history_bytes)
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  if ARGV[2] ~= '' then redis.call('PEXPIRE', KEYS[2], ttl) end
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ttl) end
 end
-return tonumber(redis.call('HGET', KEYS[1], 'version'))
+return {tonumber(redis.call('HGET', KEYS[1], 'version')), history_bytes}
 """
+)
 
 
 # Drop the index entries whose deadline passed (KEYS[1] index, KEYS[2] expiry; `now` in ms).
@@ -97,14 +110,30 @@ redis.call('HSET', KEYS[2], ARGV[1], until_)
 return 1
 """
 )
-# KEYS: index, expiry. ARGV: id, created_at, deadline (ms; 0: none). After a commit landed.
+# KEYS: index, expiry, bytes. ARGV: id, created_at, deadline (ms; 0: none), the session's bytes
+# (state and history). After a commit landed.
 _CONFIRM = """
 redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 else redis.call('HDEL', KEYS[2], ARGV[1]) end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
 """
 # KEYS: index, expiry. ARGV: now (ms). The tenant's sessions.
 _COUNT = "local now = tonumber(ARGV[1])" + _PRUNE + "return redis.call('ZCARD', KEYS[1])"
+# KEYS: index, expiry, bytes. ARGV: now (ms), a session id. The bytes the tenant's other sessions
+# hold (states and history); entries of sessions gone from the index are dropped.
+_OTHERS_BYTES = (
+    "local now = tonumber(ARGV[1])"
+    + _PRUNE
+    + """
+local held, total = redis.call('HGETALL', KEYS[3]), 0
+for i = 1, #held, 2 do
+  if not redis.call('ZSCORE', KEYS[1], held[i]) then redis.call('HDEL', KEYS[3], held[i])
+  elseif held[i] ~= ARGV[2] then total = total + tonumber(held[i + 1]) end
+end
+return total
+"""
+)
 
 # Leases whose release failed, remembered to take back (each runs out after its TTL anyway).
 UNRELEASED_KEPT = 10_000
@@ -157,6 +186,10 @@ class SessionLimit(Exception):
     """The tenant holds as many sessions as it may: a new one was not created."""
 
 
+class TenantBytesExceeded(Exception):
+    """The new state alone would take the tenant past its byte quota: nothing was committed."""
+
+
 class LeaseBusy(Exception):
     """Another replica held the session's lease for longer than we would wait."""
 
@@ -177,6 +210,13 @@ class SessionMeta:
     chain_hash: str = ""
     chain_length: int = 0
     revision: str = ""  # random per commit: the cache key (versions repeat when an id is made again)
+    history_versions: int = -1  # versions kept besides the current one (-1: the server's default)
+    history_bytes: int = 0
+    # What made this version (a kind of history.KINDS, the X-Request-Id, a restore's source): set by
+    # each commit, never carried over from the version before.
+    made_by: str = ""
+    request_id: str = ""
+    restored_from: int = -1
 
     def public(self) -> dict:
         """The session as the API shows it."""
@@ -188,11 +228,14 @@ class SessionMeta:
             "created_at",
             "updated_at",
             "state_bytes",
+            "history_bytes",
+            "history_versions",
             "metadata",
         )
         data = {name: getattr(self, name) for name in fields}
         data["created_at"], data["updated_at"] = int(self.created_at), int(self.updated_at)
         data["ttl_seconds"] = self.ttl_seconds or None
+        data["history_versions"] = None if self.history_versions < 0 else self.history_versions
         return {"object": "session", **data}
 
     def to_fields(self) -> list[str]:
@@ -217,6 +260,8 @@ class SessionMeta:
             chain_hash=data["chain_hash"],
             chain_length=int(data["chain_length"]),
             revision=data.get("revision", ""),
+            history_versions=int(data.get("history_versions", -1)),
+            history_bytes=int(data.get("history_bytes", 0)),
         )
 
 
@@ -273,11 +318,13 @@ class SessionStore:
         cache_bytes: int = 256 << 20,
         wait_replicas: int = 0,
         wait_timeout: float = 1.0,
+        history_policy: history.Policy | None = None,
     ):
         self.redis = client
         self.cluster = isinstance(client, RedisCluster)
         self.wait_replicas, self.wait_timeout = wait_replicas, wait_timeout
         self.cache = StateCache(cache_bytes)
+        self.history = history_policy or history.Policy()
         self._unreleased: dict[str, str] = {}  # lease key -> our token, whose release failed
         self._node_clients: dict[str, aioredis.Redis] = {}  # a cluster's nodes, for commits with WAIT
 
@@ -287,8 +334,14 @@ class SessionStore:
 
     @staticmethod
     def _index(tenant: str) -> list[str]:
-        """The tenant's index and its deadlines: one slot, so one script updates both."""
-        return [f"titans:{{{tenant}}}:sessions", f"titans:{{{tenant}}}:expiry"]
+        """The tenant's index, its deadlines and each session's bytes: one slot, so one script
+        updates them together."""
+        return [f"titans:{{{tenant}}}:sessions", f"titans:{{{tenant}}}:expiry", f"titans:{{{tenant}}}:bytes"]
+
+    def _session_keys(self, tenant: str, session: str) -> list[str]:
+        """The keys of a session: meta, state, history, history states."""
+        key = self._key(tenant, session)
+        return [key + ":meta", key + ":state", key + ":history", key + ":history:states"]
 
     @asynccontextmanager
     async def lease(
@@ -369,13 +422,27 @@ class SessionStore:
         meta.state_bytes = len(blob or b"")
         meta.updated_at = time.time()
         meta.revision = secrets.token_hex(8)
+        meta.request_id = request_ids.current.get()
         index = self._index(tenant)
+        room = -1
+        if self.history.tenant_bytes:
+            others = await self._call(self._script(_OTHERS_BYTES, index, _now_ms(), meta.id))
+            room = max(0, self.history.tenant_bytes - others)
         if expected == -1:  # a place in the index first: a lapsed entry is harmless, an unindexed session not
             args = [meta.id, meta.created_at, -1 if limit is None else limit, _now_ms(), CREATION_GRACE_MS]
             if not await self._call(self._script(_RESERVE, index, *args)):
                 raise SessionLimit(f"this API key holds {limit} sessions, the most it may")
-        args = [expected, blob or b"", meta.ttl_seconds * 1000, meta.revision, *meta.to_fields()]
-        result, replicated = await self._call(self._commit_replicated([key + ":meta", key + ":state"], args))
+        keep, budget = self.history.keep(meta.history_versions), self.history.session_bytes
+        args = [expected, blob or b"", meta.ttl_seconds * 1000, meta.revision, keep, budget, room]
+        keys = self._session_keys(tenant, meta.id)
+        (result, meta.history_bytes), replicated = await self._call(
+            self._commit_replicated(keys, [*args, *meta.to_fields()])
+        )
+        if result == -3:
+            raise TenantBytesExceeded(
+                f"a {meta.state_bytes:,}-byte state would take this API key past its "
+                f"{self.history.tenant_bytes:,} bytes (--max-tenant-bytes); nothing was committed"
+            )
         if result < 0:
             self.cache.drop(key)
             raise VersionConflict(f"session {meta.id!r} changed while this request ran")
@@ -385,7 +452,8 @@ class SessionStore:
             self.cache.drop(key)
         deadline = _now_ms() + meta.ttl_seconds * 1000 if meta.ttl_seconds else 0
         try:  # landed either way: an entry left unconfirmed lapses, and the next commit confirms it
-            await self._call(self._script(_CONFIRM, index, meta.id, meta.created_at, deadline))
+            held = meta.state_bytes + meta.history_bytes
+            await self._call(self._script(_CONFIRM, index, meta.id, meta.created_at, deadline, held))
         except StoreUnavailable as error:
             log.warning("session %r committed, its index entry not confirmed: %s", meta.id, error)
         if replicated is not None and replicated < self.wait_replicas:
@@ -445,16 +513,33 @@ class SessionStore:
     async def delete(self, tenant: str, session: str) -> bool:
         key = self._key(tenant, session)
         self.cache.drop(key)
-        removed = await self._call(self.redis.delete(key + ":meta", key + ":state"))
-        index, expiry = self._index(tenant)
+        removed = await self._call(self.redis.delete(*self._session_keys(tenant, session)))
+        index, expiry, held = self._index(tenant)
         unindex = self.redis.pipeline(transaction=False)  # one slot, one round trip
-        unindex.zrem(index, session).hdel(expiry, session)
+        unindex.zrem(index, session).hdel(expiry, session).hdel(held, session)
         await self._call(unindex.execute())
         return removed > 0
 
+    async def versions(self, tenant: str, session: str) -> list[history.Version] | None:
+        """The session's current version and its kept ones, newest first (None: no session)."""
+        meta_key, _, history_key, _ = self._session_keys(tenant, session)
+        current, kept = await self._call(self._script(history.READ, [meta_key, history_key]))
+        if not current:
+            return None
+        fields = dict(zip(current[::2], current[1::2]))
+        versions = [history.Version.from_meta(fields)]
+        versions += [history.Version.from_json(entry) for entry in kept[1::2]]
+        return sorted(versions, key=lambda v: v.version, reverse=True)
+
+    async def kept(self, tenant: str, session: str, version: int) -> tuple[history.Version, bytes] | None:
+        """A kept version and its state bytes (empty: the initial memory), or None if not kept."""
+        keys = self._session_keys(tenant, session)[2:]
+        found = await self._call(self._script(history.READ_ONE, keys, version))
+        return None if not found else (history.Version.from_json(found[0]), found[1])
+
     async def count(self, tenant: str) -> int:
         """The tenant's sessions, those whose TTL ran out (or whose creation never landed) dropped."""
-        return await self._call(self._script(_COUNT, self._index(tenant), _now_ms()))
+        return await self._call(self._script(_COUNT, self._index(tenant)[:2], _now_ms()))
 
     async def list(
         self, tenant: str, after: str | None, limit: int

@@ -83,18 +83,29 @@ def test_a_lease_whose_release_failed_is_taken_back_at_once_by_its_holder(lone_r
 
 def test_a_commit_sent_again_after_its_reply_was_lost_answers_its_own_version(lone_redis):
     """A client library resends a command whose reply it lost (a failover, a cut connection): the
-    commit finds its own revision and answers as it did, not as a version conflict."""
+    commit finds its own revision and answers as it did, not as a version conflict, and pushes no
+    second copy of the version before it into the history."""
+    keys = ["titans:{t:s}:meta", "titans:{t:s}:state", "titans:{t:s}:history", "titans:{t:s}:history:states"]
+    keep = [4, -1, -1]  # versions kept, no byte budget, no tenant quota
 
-    async def run() -> tuple[int, int, int]:
+    async def run() -> tuple[list, ...]:
         store = SessionStore(aioredis.Redis.from_url(lone_redis.url))
         await until_answering(store)
         meta = SessionMeta(id="s", model="m", revision="r1")
-        keys = ["titans:{t:s}:meta", "titans:{t:s}:state"]
-        args = [-1, b"state", 0, meta.revision, *meta.to_fields()]
+        args = [-1, b"state", 0, meta.revision, *keep, *meta.to_fields()]
         first = await store._script(_COMMIT, keys, *args)
         again = await store._script(_COMMIT, keys, *args)
         other = SessionMeta(id="s", model="m", revision="r2")
-        conflict = await store._script(_COMMIT, keys, -1, b"state", 0, other.revision, *other.to_fields())
-        return first, again, conflict
+        conflict = await store._script(
+            _COMMIT, keys, -1, b"state", 0, other.revision, *keep, *other.to_fields()
+        )
+        second = SessionMeta(id="s", model="m", version=1, revision="r3")
+        args = [0, b"state 1", 0, second.revision, *keep, *second.to_fields()]
+        pushed = await store._script(_COMMIT, keys, *args)
+        resent = await store._script(_COMMIT, keys, *args)
+        kept = await store.redis.hkeys(keys[3])
+        return first, again, conflict, pushed, resent, kept
 
-    assert asyncio.run(run()) == (0, 0, -2)
+    first, again, conflict, pushed, resent, kept = asyncio.run(run())
+    assert (first, again, conflict) == ([0, 0], [0, 0], [-2, 0])
+    assert pushed == resent == [1, len(b"state")] and kept == [b"0"]

@@ -58,6 +58,7 @@ async def run_chat(
             job.state,
             chain_hash=transcript.extend("", [*messages, reply]),
             chain_length=len(messages) + 1,
+            made_by="chat",
         )
     return Outcome(
         text, job.finish_reason, len(prompt), len(job.generated), meta if opened.persistent else None
@@ -70,7 +71,7 @@ async def run_completion(
     async with service.session(tenant, session_id, create=True) as opened:
         (prompt,) = await service.encode_prompt(tenant, [body.prompt])
         job, text = await service.generate(opened, prompt, params, body, on_text)
-        meta = await service.commit(opened, job.state)
+        meta = await service.commit(opened, job.state, made_by="completion")
     return Outcome(
         text, job.finish_reason, len(prompt), len(job.generated), meta if opened.persistent else None
     )

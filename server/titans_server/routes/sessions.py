@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from titans_core.state import to_bytes
+from titans_server import kept
 from titans_server.auth import Tenant
 from titans_server.bins import Bins
 from titans_server.cpu_pool import disconnected
@@ -49,7 +50,9 @@ async def create_session(body: SessionCreate, request: Request, tenant: Tenant) 
         if opened.expected != -1:
             raise APIError(409, f"session {session_id!r} already exists", param="id", code="session_exists")
         opened.meta.metadata, opened.meta.ttl_seconds = body.metadata, body.ttl_seconds or 0
-        meta = await service.commit(opened, None, counts=False)
+        if body.history_versions is not None:
+            opened.meta.history_versions = body.history_versions
+        meta = await service.commit(opened, None, counts=False, made_by="create")
     return JSONResponse(meta.public(), status_code=201)
 
 
@@ -109,7 +112,8 @@ async def fork_session(
         copy.meta.metadata = dict(source.meta.metadata)
         copy.meta.ttl_seconds = source.meta.ttl_seconds
         copy.meta.chain_hash, copy.meta.chain_length = source.meta.chain_hash, source.meta.chain_length
-        meta = await service.commit(copy, source.state, counts=False)
+        copy.meta.history_versions = source.meta.history_versions  # its own history, from the fork on
+        meta = await service.commit(copy, source.state, counts=False, made_by="fork")
     return JSONResponse(meta.public(), status_code=201)
 
 
@@ -117,7 +121,7 @@ async def fork_session(
 async def reset_session(session_id: str, request: Request, tenant: Tenant) -> dict:
     service = service_of(request)
     async with service.session(tenant, checked(session_id), create=False, load_state=False) as opened:
-        meta = await service.commit(opened, None, chain_hash="", chain_length=0)
+        meta = await service.commit(opened, None, chain_hash="", chain_length=0, made_by="reset")
     return meta.public()
 
 
@@ -126,8 +130,19 @@ async def reset_session(session_id: str, request: Request, tenant: Tenant) -> di
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def export_state(session_id: str, request: Request, tenant: Tenant) -> Response:
+async def export_state(
+    session_id: str,
+    request: Request,
+    tenant: Tenant,
+    version: int | None = Query(None, ge=0, description="a kept version (unset: the current one)"),
+) -> Response:
     service = service_of(request)
+    if version is not None:  # a kept version never changes: nothing to hold
+        state = await kept.state_at(service, tenant, checked(session_id), version)
+        data = to_bytes(state, {"session_id": session_id, "session_version": str(version)})
+        headers = {"X-Session-Version": str(version)}
+        headers["Content-Disposition"] = f'attachment; filename="{session_id}-v{version}.safetensors"'
+        return Response(data, media_type="application/octet-stream", headers=headers)
     async with service.session(tenant, checked(session_id), create=False) as opened:
         state = opened.state or service.model.initial_state(1)
         meta = opened.meta
@@ -140,20 +155,31 @@ async def export_state(session_id: str, request: Request, tenant: Tenant) -> Res
 
 
 @router.get("/{session_id}/memory")
-async def inspect_memory(session_id: str, request: Request, tenant: Tenant) -> dict:
+async def inspect_memory(
+    session_id: str,
+    request: Request,
+    tenant: Tenant,
+    against: int | None = Query(None, ge=0, description="a kept version to compare the memory with"),
+) -> dict:
     """How far the session's memory has moved: per layer, its norm and its distance from the
-    model's initial memory (what a reset returns to)."""
+    model's initial memory (what a reset returns to); with ``against``, also how far it moved
+    since that version (per layer, the relative norm of the difference)."""
     service = service_of(request)
     meta, state = await service.snapshot(tenant, checked(session_id))  # never waits on a request at work
     layers = await asyncio.to_thread(service.memory_layers, state)
     session = meta.public()
     fields = ("tokens_seen", "version", "state_bytes", "created_at", "updated_at")
-    return {
+    report = {
         "object": "session.memory",
         "session_id": meta.id,
         **{f: session[f] for f in fields},
         "layers": layers,
     }
+    if against is not None:
+        earlier = await kept.state_at(service, tenant, session_id, against, current=(meta, state))
+        report["against"] = against
+        report["changes"] = await asyncio.to_thread(kept.memory_change, service, state, earlier)
+    return report
 
 
 @router.put("/{session_id}/state")
@@ -165,7 +191,7 @@ async def import_state(session_id: str, request: Request, tenant: Tenant) -> dic
             400, f"a session state has a batch of 1, this one {state.batch_size}", code="invalid_state"
         )
     async with service.session(tenant, checked(session_id), create=True, load_state=False) as opened:
-        meta = await service.commit(opened, state, chain_hash="", chain_length=0)
+        meta = await service.commit(opened, state, chain_hash="", chain_length=0, made_by="import")
     return meta.public()
 
 
@@ -198,7 +224,7 @@ async def ingest(
             begin = time.perf_counter()
             job = await service.ingest(opened, tokens, on_fed)
             seconds = time.perf_counter() - begin
-            meta = await service.commit(opened, job.state)
+            meta = await service.commit(opened, job.state, made_by="ingest")
         return {
             "session_id": meta.id,
             "tokens_ingested": len(tokens),
