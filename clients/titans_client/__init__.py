@@ -29,6 +29,7 @@ from titans_client.types import (
     Session,
     SessionMemory,
     SessionPage,
+    SessionVersion,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Session",
     "SessionMemory",
     "SessionPage",
+    "SessionVersion",
     "StateMismatchError",
     "TitansClient",
     "TitansError",

@@ -18,7 +18,15 @@ import httpx
 from httpx_sse import ServerSentEvent
 
 from titans_client.errors import APIConnectionError, error_in_stream
-from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionMemory, SessionPage
+from titans_client.types import (
+    IngestProgress,
+    IngestResult,
+    Model,
+    Session,
+    SessionMemory,
+    SessionPage,
+    SessionVersion,
+)
 
 T = TypeVar("T")
 Messages = str | list[dict[str, str]]
@@ -68,8 +76,23 @@ def reset_session(session_id: str) -> Call:
     return Call("POST", f"/v1/sessions/{_id(session_id)}/reset", _json(Session.from_json))
 
 
-def export_state(session_id: str) -> Call:
-    return Call("GET", f"/v1/sessions/{_id(session_id)}/state", lambda response: response.content)
+def export_state(session_id: str, version: int | None = None) -> Call:
+    params = None if version is None else {"version": version}
+    return Call(
+        "GET", f"/v1/sessions/{_id(session_id)}/state", lambda response: response.content, params=params
+    )
+
+
+def versions(session_id: str) -> Call:
+    def read(response: httpx.Response) -> list[SessionVersion]:
+        return [SessionVersion.from_json(v) for v in response.json()["data"]]
+
+    return Call("GET", f"/v1/sessions/{_id(session_id)}/versions", read)
+
+
+def restore(session_id: str, version: int, if_version: int | None) -> Call:
+    body = {"version": version, **({} if if_version is None else {"if_version": if_version})}
+    return Call("POST", f"/v1/sessions/{_id(session_id)}/restore", _json(Session.from_json), json=body)
 
 
 def import_state(session_id: str, state: bytes | str | Path) -> Call:

@@ -18,7 +18,15 @@ from httpx_sse import EventSource
 from titans_client import _operations as op
 from titans_client._operations import Call, Document, Messages, RetryPolicy
 from titans_client.errors import error_from_response
-from titans_client.types import IngestProgress, IngestResult, Model, Session, SessionMemory, SessionPage
+from titans_client.types import (
+    IngestProgress,
+    IngestResult,
+    Model,
+    Session,
+    SessionMemory,
+    SessionPage,
+    SessionVersion,
+)
 
 T = TypeVar("T")
 Progress = Callable[[IngestProgress], None]
@@ -89,12 +97,24 @@ class TitansClient:
         """Back to the model's initial memory (the id, metadata and version history stay)."""
         return self._send(op.reset_session(session_id))
 
-    def export_state(self, session_id: str, path: str | Path | None = None) -> bytes:
-        """The session's memory as safetensors bytes, also written to ``path`` if given."""
-        data = self._send(op.export_state(session_id))
+    def export_state(
+        self, session_id: str, path: str | Path | None = None, *, version: int | None = None
+    ) -> bytes:
+        """The session's memory (or a kept ``version`` of it) as safetensors bytes, also written to
+        ``path`` if given."""
+        data = self._send(op.export_state(session_id, version))
         if path is not None:
             Path(path).write_bytes(data)
         return data
+
+    def versions(self, session_id: str) -> list[SessionVersion]:
+        """The session's current version and the kept ones, newest first."""
+        return self._send(op.versions(session_id))
+
+    def restore(self, session_id: str, version: int, *, if_version: int | None = None) -> Session:
+        """Make a kept version the newest (memory and transcript); with ``if_version``, only if the
+        session is still at that version (else :class:`ConflictError`)."""
+        return self._send(op.restore(session_id, version, if_version))
 
     def import_state(self, session_id: str, state: bytes | str | Path) -> Session:
         """Create or replace the session from exported bytes (or a file of them)."""
@@ -254,11 +274,19 @@ class AsyncTitansClient:
     async def reset_session(self, session_id: str) -> Session:
         return await self._send(op.reset_session(session_id))
 
-    async def export_state(self, session_id: str, path: str | Path | None = None) -> bytes:
-        data = await self._send(op.export_state(session_id))
+    async def export_state(
+        self, session_id: str, path: str | Path | None = None, *, version: int | None = None
+    ) -> bytes:
+        data = await self._send(op.export_state(session_id, version))
         if path is not None:
             await asyncio.to_thread(Path(path).write_bytes, data)
         return data
+
+    async def versions(self, session_id: str) -> list[SessionVersion]:
+        return await self._send(op.versions(session_id))
+
+    async def restore(self, session_id: str, version: int, *, if_version: int | None = None) -> Session:
+        return await self._send(op.restore(session_id, version, if_version))
 
     async def import_state(self, session_id: str, state: bytes | str | Path) -> Session:
         return await self._send(op.import_state(session_id, state))

@@ -30,6 +30,25 @@ class Session(_FromJson):
     state_bytes: int
     metadata: dict[str, str] = field(default_factory=dict)
     ttl_seconds: int | None = None
+    history_bytes: int = 0
+    history_versions: int | None = None  # None: the server's default
+
+
+@dataclass(frozen=True)
+class SessionVersion(_FromJson):
+    """One version of a session: the current one, or a kept one that ``restore`` brings back.
+
+    ``made_by``: the call that committed it (chat, completion, ingest, import, fork, reset, restore,
+    create); ``request_id``: its X-Request-Id; ``restored_from``: a restore's source version."""
+
+    version: int
+    created_at: int
+    tokens_seen: int
+    state_bytes: int
+    current: bool
+    made_by: str | None = None
+    request_id: str | None = None
+    restored_from: int | None = None
 
 
 @dataclass(frozen=True)

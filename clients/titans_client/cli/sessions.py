@@ -1,4 +1,5 @@
-"""``titans sessions ...``: list, show, inspect, delete, fork, reset, export and import sessions."""
+"""``titans sessions ...``: list, show, inspect, delete, fork, reset, export and import sessions, list
+and restore their kept versions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from titans_client.cli._common import ApiKey, BaseUrl, Typer, connect, console, print_json
 from titans_client.client import DEFAULT_URL
-from titans_client.types import Session
+from titans_client.types import Session, SessionVersion
 
 app = Typer(help="Manage sessions: each owns a memory that keeps learning.", no_args_is_help=True)
 
@@ -151,3 +152,45 @@ def import_(
     with connect(base_url, api_key) as client:
         session = client.import_state(session_id, file)
     console.print(f"imported {file} into {session.id} (version {session.version})")
+
+
+def _versions_table(versions: list[SessionVersion]) -> Table:
+    table = Table("version", "made by", "tokens seen", "state", "at (UTC)", "request id")
+    for v in versions:
+        made = (v.made_by or "?") + (f" of {v.restored_from}" if v.restored_from is not None else "")
+        mark = " (current)" if v.current else ""
+        row = (f"{v.version}{mark}", made, f"{v.tokens_seen:,}", f"{v.state_bytes:,} B", _when(v.created_at))
+        table.add_row(*row, v.request_id or "")
+    return table
+
+
+@app.command("versions")
+def versions(
+    session_id: SessionId,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """List a session's current version and the kept ones it can be restored to, newest first."""
+    with connect(base_url, api_key) as client:
+        found = client.versions(session_id)
+    if as_json:
+        print_json(found)
+    else:
+        console.print(_versions_table(found))
+
+
+@app.command("restore")
+def restore(
+    session_id: SessionId,
+    version: Annotated[int, typer.Argument(help="a version `titans sessions versions` lists")],
+    if_version: Annotated[
+        int | None, typer.Option(help="only if the session is still at this version (else refused)")
+    ] = None,
+    base_url: BaseUrl = DEFAULT_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Make a kept version the newest: its memory and transcript come back as a new version."""
+    with connect(base_url, api_key) as client:
+        session = client.restore(session_id, version, if_version=if_version)
+    console.print(f"restored {session.id} to version {version} (now version {session.version})")
