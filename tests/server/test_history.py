@@ -147,6 +147,9 @@ def test_memory_against_a_kept_version_says_how_far_it_moved(client, session_id)
     same = client.get(f"/v1/sessions/{session_id}/memory", params={"against": 1}).json()
     assert all(change["relative_change"] == 0 for change in same["changes"])
     assert client.get(f"/v1/sessions/{session_id}/memory", params={"against": 7}).status_code == 404
+    complete(client, session_id)
+    between = client.get(f"/v1/sessions/{session_id}/memory", params={"against": 0, "version": 1}).json()
+    assert between["compared"] == 1 and between["changes"] == report["changes"]
 
 
 def test_a_fork_starts_its_own_history_at_the_forked_state(client, session_id):
@@ -235,3 +238,12 @@ def test_the_server_default_sets_how_many_versions_are_kept(start_server, tmp_pa
         for _ in range(3):
             complete(client, session_id)
         assert [v["version"] for v in versions(client, session_id)] == [3, 2]
+
+
+def test_kept_versions_expire_with_their_session(server, client, session_id):
+    client.post("/v1/sessions", json={"id": session_id, "ttl_seconds": 3600})
+    ingest(client, session_id)
+    store = redis.Redis(unix_socket_path=str(server.data_dir / "redis.sock"))
+    prefix = f"titans:{{default:{session_id}}}"
+    deadlines = [store.pttl(f"{prefix}:{part}") for part in ("meta", "history", "history:states")]
+    assert all(0 < ms <= 3_600_000 for ms in deadlines) and max(deadlines) - min(deadlines) < 5_000

@@ -40,6 +40,7 @@ const ui = {
   created: $("session-created"),
   updated: $("session-updated"),
   layers: $("memory-layers"),
+  timeline: $("timeline"),
 };
 
 const state = {
@@ -296,7 +297,12 @@ function addNote(id, text) {
 
 async function inspect() {
   const id = state.current;
-  const [meta, memory] = await Promise.all([json(path(id)), json(path(id, "/memory"))]);
+  const [meta, memory, versions] = await Promise.all([
+    json(path(id)),
+    json(path(id, "/memory")),
+    json(path(id, "/versions")),
+  ]);
+  const moves = await Promise.all(versions.data.slice(0, -1).map((v, i) => moved(id, v, versions.data[i + 1])));
   if (id !== state.current) return; // another session was picked meanwhile
   show(meta);
   noteThePast(meta);
@@ -305,6 +311,7 @@ async function inspect() {
   ui.bytes.textContent = bytes(meta.state_bytes);
   ui.created.textContent = when(meta.created_at);
   ui.updated.textContent = when(meta.updated_at);
+  showTimeline(id, versions.data, moves, meta.version);
   ui.layers.replaceChildren(
     ...memory.layers.map((layer) => {
       const row = document.createElement("tr");
@@ -337,6 +344,46 @@ function noteThePast(meta) {
 function clearInspector() {
   for (const field of [ui.tokens, ui.version, ui.bytes, ui.created, ui.updated]) field.textContent = "–";
   ui.layers.replaceChildren();
+  ui.timeline.replaceChildren();
+}
+
+// The timeline of kept versions -------------------------------------------------------------------
+
+/** The largest per-layer relative change of the memory from version ``older`` to ``newer``. */
+async function moved(id, newer, older) {
+  const report = await json(path(id, `/memory?version=${newer.version}&against=${older.version}`));
+  return Math.max(0, ...report.changes.map((change) => change.relative_change ?? 0));
+}
+
+function showTimeline(id, versions, moves, current) {
+  ui.timeline.replaceChildren(
+    ...versions.map((v, i) => {
+      const item = document.createElement("li");
+      item.dataset.version = String(v.version);
+      const made = v.made_by === "restore" ? `restore of version ${v.restored_from}` : v.made_by || "?";
+      const change = i < moves.length ? ` · moved ${moves[i].toPrecision(3)}` : "";
+      const label = document.createElement("span");
+      label.textContent = `v${v.version} · ${made} · ${count(v.tokens_seen)} tokens${change}`;
+      item.append(label);
+      if (v.current) {
+        item.append(" (current)");
+      } else {
+        const restore = Object.assign(document.createElement("button"), { type: "button", textContent: "Restore" });
+        restore.dataset.testid = "restore-version";
+        restore.addEventListener("click", () => act(() => restoreVersion(id, v.version, current)));
+        item.append(restore);
+      }
+      return item;
+    }),
+  );
+}
+
+async function restoreVersion(id, version, current) {
+  const body = { version, if_version: current }; // refused if the session moved on meanwhile
+  show(await json(path(id, "/restore"), { method: "POST", body }));
+  addNote(id, `Version ${version} was restored: its memory, and the conversation it had seen.`);
+  forgetIngestion(id);
+  if (id === state.current) await inspect();
 }
 
 // Chat -------------------------------------------------------------------------------------------

@@ -160,10 +160,13 @@ async def inspect_memory(
     request: Request,
     tenant: Tenant,
     against: int | None = Query(None, ge=0, description="a kept version to compare the memory with"),
+    version: int | None = Query(
+        None, ge=0, description="with against: the version compared (unset: the current one)"
+    ),
 ) -> dict:
     """How far the session's memory has moved: per layer, its norm and its distance from the
     model's initial memory (what a reset returns to); with ``against``, also how far it moved
-    since that version (per layer, the relative norm of the difference)."""
+    from that version to ``version`` (per layer, the relative norm of the difference)."""
     service = service_of(request)
     meta, state = await service.snapshot(tenant, checked(session_id))  # never waits on a request at work
     layers = await asyncio.to_thread(service.memory_layers, state)
@@ -177,8 +180,11 @@ async def inspect_memory(
     }
     if against is not None:
         earlier = await kept.state_at(service, tenant, session_id, against, current=(meta, state))
-        report["against"] = against
-        report["changes"] = await asyncio.to_thread(kept.memory_change, service, state, earlier)
+        later = state
+        if version is not None:
+            later = await kept.state_at(service, tenant, session_id, version, current=(meta, state))
+        report["against"], report["compared"] = against, meta.version if version is None else version
+        report["changes"] = await asyncio.to_thread(kept.memory_change, service, later, earlier)
     return report
 
 
