@@ -152,28 +152,35 @@ class MACBlock(Block):
 
     def mix(self, x: Tensor, start: int, state: LayerState, table: Rotary) -> tuple[Tensor, LayerState]:
         h = self.norm(x)
-        q, k, v = self.attention.project(h, table)
-        retrieval = self.to_retrieval(h)
-        memory, cache, segment_weights = state.memory, state.cache, state.segment_weights
-        outputs, offset = [], 0
+        # Everything per token is computed for the whole input and split (not sliced: a slice's
+        # backward zero-fills the whole input once per segment) into the segments' pieces.
+        lengths, offset = [], 0
         while offset < x.shape[1]:
+            lengths.append(min(x.shape[1] - offset, self.segment_size - (start + offset) % self.segment_size))
+            offset += lengths[-1]
+        q, k, v = (t.split(lengths, dim=2) for t in self.attention.project(h, table))
+        queries = self._retrieval_queries(self.to_retrieval(h)).split(lengths, dim=2)
+        cos, sin = (t.split(lengths) for t in table)
+        memory, cache, segment_weights = state.memory, state.cache, state.segment_weights
+        outputs, offset, masks = [], 0, {}
+        for i, length in enumerate(lengths):
             into = (start + offset) % self.segment_size
-            stop = min(x.shape[1], offset + self.segment_size - into)
             if into == 0:
                 segment_weights, cache = memory.weights, None
-            retrieved = self._retrieve(retrieval[:, offset:stop], segment_weights)
-            rk, rv = self.attention.project_keys_values(
-                retrieved, (table[0][offset:stop], table[1][offset:stop])
-            )
-            keys, values = [_interleave(rk, k[:, :, offset:stop])], [_interleave(rv, v[:, :, offset:stop])]
+            retrieved = self.memory.readout(memory_mlp(queries[i], segment_weights))
+            rk, rv = self.attention.project_keys_values(retrieved, (cos[i], sin[i]))
+            keys, values = [_interleave(rk, k[i])], [_interleave(rv, v[i])]
             if cache is not None:
                 keys, values = [cache[0], *keys], [cache[1], *values]
-            q_pos = torch.arange(into, into + stop - offset, device=x.device)
-            k_pos = torch.arange(2 * stop - 2 * offset + 2 * into, device=x.device) // 2
-            y, *cache = self.attention.attend(q[:, :, offset:stop], keys, values, q_pos, k_pos, None)
+            if (into, length) not in masks:
+                masks[into, length] = (
+                    torch.arange(into, into + length, device=x.device),
+                    torch.arange(2 * (into + length), device=x.device) // 2,
+                )
+            y, *cache = self.attention.attend(q[i], keys, values, *masks[into, length], None)
             m, memory = self.memory(y, memory)
             outputs.append(y * torch.sigmoid(m))
-            offset = stop
+            offset += length
         if (start + x.shape[1]) % self.segment_size == 0:
             cache, segment_weights = None, None
         cache = None if cache is None else tuple(cache)
@@ -203,9 +210,11 @@ class MACBlock(Block):
 
     def _retrieve(self, queries: Tensor, weights: list[Tensor]) -> Tensor:
         """Read the memory ``weights`` (no update) with per-head L2-normalised queries."""
-        heads = self.memory.heads
-        q = F.normalize(queries.unflatten(-1, (heads, -1)).transpose(1, 2), dim=-1)
-        return self.memory.readout(memory_mlp(q, weights))
+        return self.memory.readout(memory_mlp(self._retrieval_queries(queries), weights))
+
+    def _retrieval_queries(self, queries: Tensor) -> Tensor:
+        """``[B, T, d_model]`` to per-head L2-normalised queries ``[B, H, T, head_dim]``."""
+        return F.normalize(queries.unflatten(-1, (self.memory.heads, -1)).transpose(1, 2), dim=-1)
 
 
 def _interleave(a: Tensor, b: Tensor) -> Tensor:

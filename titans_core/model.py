@@ -118,6 +118,23 @@ class TitansLM(nn.Module):
             return self._logits(hidden[:, -1:]), state
         return torch.cat(outputs, dim=1), state
 
+    def hidden_states(self, tokens: Tensor, state: ModelState | None = None) -> tuple[Tensor, ModelState]:
+        """The final normalised hidden states ``[B, T, d_model]`` of ``tokens`` after ``state``: what
+        :meth:`forward` multiplies by the tied embedding. Training takes its loss from these, so
+        the logits of a whole batch never need to exist at once."""
+        self._check_tokens(tokens)
+        if state is None:
+            state = self.initial_state(tokens.shape[0])
+        else:
+            self._check_state(state, tokens.shape[0])
+        pieces = []
+        for piece in tokens.split(self.piece_tokens, dim=1):
+            hidden, state = self._forward_piece(piece, state)
+            pieces.append(hidden)
+        if not pieces:
+            return self.embed.weight.new_zeros(tokens.shape[0], 0, self.config.d_model), state
+        return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)), state
+
     @contextmanager
     def recording_writes(self) -> Iterator[WriteLog]:
         """Within the block, every token fed has its write strength recorded: how much it moved the

@@ -163,21 +163,31 @@ def memory_stream(
     filled = 0 if open_chunk is None else open_chunk.length
     first = min(total, chunk_size - filled)  # the rows that close the open chunk, or a first whole one
     bounds = [0, *range(first, total, chunk_size), total] if total else [0]
-    # Gate products of all the whole chunks at once: a few large ops instead of many small ones.
+    # Whole chunks (two or more) go through _whole_chunks: their gate products at once, the commits
+    # one after another, and every read in one batched product: a few large ops, not many small ones.
     whole = [i for i in range(len(bounds) - 1) if bounds[i + 1] - bounds[i] == chunk_size]
-    batched = None
-    if len(whole) > 1:
-        rows = slice(bounds[whole[0]], bounds[whole[-1] + 1])
-        split = lambda x: None if x is None else x[:, rows].unflatten(1, (len(whole), chunk_size))  # noqa: E731
-        batched = _LocalCoefficients.of(split(theta), split(eta), split(alpha))
+    if len(whole) < 2:
+        whole = []
     outputs, norms = [], []
     owned = False  # whether the weights are tensors this call made, free to update in place
     for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if whole and whole[0] <= i <= whole[-1]:
+            if i == whole[0]:
+                rows = slice(start, bounds[whole[-1] + 1])
+                y, weights, momentum, squared = _whole_chunks(
+                    *(None if x is None else x[:, rows] for x in (q, k, v, theta, eta, alpha)),
+                    weights,
+                    momentum,
+                    chunk_size,
+                    max_surprise,
+                    on_write is not None,
+                )
+                outputs.append(y)
+                norms.append(squared)
+                owned = True
+            continue
         rows = slice(start, end)
-        if batched is not None and whole[0] <= i <= whole[-1]:
-            local = batched.select(i - whole[0])
-        else:
-            local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
+        local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
         y, open_chunk, squared = _advance_chunk(
             q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local, max_surprise, on_write
         )
@@ -251,6 +261,56 @@ def _advance_chunk(
     y = _read(q, weights, momentum, inputs, deltas, g, beta, f)
     last = lambda x: None if x is None else x[:, -1]  # noqa: E731
     return y, OpenChunk(inputs, deltas, g[:, -1], s_end, last(beta), last(f), m_end), squared
+
+
+READ_GROUP_BYTES = 16 * 2**20  # the chunk-start weights stacked for one batched read stay below this
+
+
+def _whole_chunks(
+    q, k, v, theta, eta, alpha, weights, momentum, chunk_size, max_surprise, with_norms
+) -> tuple[Tensor, list[Tensor], list[Tensor] | None, Tensor | None]:
+    """Rows from a chunk boundary that fill whole chunks: their reads, the weights and momentum
+    after the last chunk, and the squared gradient norms (None unless the guard or ``with_norms``).
+
+    A chunk's gradients are taken at the weights the chunk before it left, so the commits go one
+    after another; a read needs only its chunk's start weights and factors, so the reads of many
+    chunks are one batched product (groups of chunks, their stacked weights bounded in bytes).
+    """
+    n, count = q.shape[0], q.shape[1] // chunk_size
+    split = lambda x: None if x is None else x.unflatten(1, (count, chunk_size))  # noqa: E731
+    local = _LocalCoefficients.of(split(theta), split(eta), split(alpha))
+    ends = lambda x: [None] * count if x is None else x.unbind(1)  # noqa: E731
+    keys, values = split(k).unbind(1), split(v).unbind(1)
+    g_end, s_end = local.g[:, :, -1].unbind(1), ends(local.s_end)
+    beta_end, f_end, m_end = (ends(None if x is None else x[..., -1]) for x in (local.beta, local.f, local.m))
+    per_chunk = n * sum(w[0].numel() * w.element_size() for w in weights) * (1 + (momentum is not None))
+    group = max(1, min(count, READ_GROUP_BYTES // per_chunk))
+    stack = lambda layers: [torch.stack(layer, dim=1).flatten(0, 1) for layer in zip(*layers)]  # noqa: E731
+    reads, norms = [], []
+    for first in range(0, count, group):
+        span = range(first, min(count, first + group))
+        starts, factors = [], []
+        for c in span:
+            inputs, deltas, squared = _key_factors(keys[c], values[c], weights, max_surprise, with_norms)
+            starts.append((weights, momentum))
+            factors.append((inputs, deltas))
+            norms.append(squared)
+            chunk = OpenChunk(inputs, deltas, g_end[c], s_end[c], beta_end[c], f_end[c], m_end[c])
+            weights, momentum = _commit(weights, momentum, chunk)
+        flat = lambda x, s=slice(span.start, span.stop): None if x is None else x[:, s].flatten(0, 1)  # noqa: E731
+        y = _read(
+            flat(split(q)),
+            stack([w for w, _ in starts]),
+            None if momentum is None else stack([s for _, s in starts]),
+            stack([x for x, _ in factors]),
+            stack([d for _, d in factors]),
+            flat(local.g),
+            flat(local.beta),
+            flat(local.f),
+        )
+        reads.append(y.unflatten(0, (n, len(span))).flatten(1, 2))
+    y = reads[0] if len(reads) == 1 else torch.cat(reads, dim=1)
+    return y, weights, momentum, None if norms[0] is None else torch.cat(norms, dim=1)
 
 
 def memory_step(
@@ -341,7 +401,8 @@ def _key_factors(
     for w in weights[:-1]:
         pre.append(inputs[-1] @ w)
         inputs.append(torch.nn.functional.silu(pre[-1]))
-    delta = (inputs[-1] @ weights[-1]).sub_(v).mul_(2)
+    residual = (inputs[-1] @ weights[-1]).sub_(v)
+    delta = residual + residual  # 2 (M(k) - v), exactly: no scalar operand to wrap in a tensor
     deltas = [delta]
     for w, h in zip(reversed(weights[1:]), reversed(pre)):
         delta = (delta @ w.mT).mul_(_silu_grad(h))
@@ -349,7 +410,7 @@ def _key_factors(
     deltas = deltas[::-1]
     if max_surprise is None and not with_norms:
         return inputs, deltas, None
-    squared = sum(x.square().sum(-1) * d.square().sum(-1) for x, d in zip(inputs, deltas))
+    squared = sum((x * x).sum(-1) * (d * d).sum(-1) for x, d in zip(inputs, deltas))
     if max_surprise is None:
         return inputs, deltas, squared
     # clamp_min first: below the bound the scale is exactly 1 and no gradient flows through it
@@ -413,11 +474,6 @@ class _LocalCoefficients:
         m = torch.cumprod(eta, dim=-1)
         f = (keep @ m.unsqueeze(-1)).squeeze(-1)
         return cls(keep @ scaled, beta, m, f, scaled[..., -1, :])
-
-    def select(self, index: int) -> _LocalCoefficients:
-        """The coefficients of chunk ``index`` out of many computed at once (dimension 1)."""
-        fields = (self.g, self.beta, self.m, self.f, self.s_end)
-        return _LocalCoefficients(*(None if x is None else x[:, index] for x in fields))
 
 
 def _read(q, weights, momentum, inputs, deltas, g, beta, f) -> Tensor:

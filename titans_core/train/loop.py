@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -37,6 +36,7 @@ from titans_core.train.corpus import read_texts
 from titans_core.train.data import Batch, SampleSource, TokenCorpus, shard
 from titans_core.train.distributed import Distributed, parameter_digest
 from titans_core.train.evaluate import Evaluator
+from titans_core.train.loss import linear_cross_entropy
 from titans_core.train.optim import learning_rate, make_optimizer
 from titans_core.train.options import TrainOptions
 from titans_core.train.progress import Progress, duration
@@ -70,11 +70,13 @@ class WeightedLoss(nn.Module):
         self.model = model
 
     def forward(self, inputs: Tensor, targets: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        logits, _ = self.model(inputs, logits="all")
-        losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+        hidden, _ = self.model.hidden_states(inputs)
+        losses, predicted = linear_cross_entropy(
+            hidden.flatten(0, 1), self.model.embed.weight, targets.flatten()
+        )
         losses = losses.view_as(weights)
         per_sequence = (losses * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-6)
-        return per_sequence.mean(), losses.detach(), logits.detach().argmax(dim=-1)
+        return per_sequence.mean(), losses.detach(), predicted.view_as(targets)
 
 
 def train(options: TrainOptions) -> TrainResult:
