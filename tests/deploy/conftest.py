@@ -11,6 +11,13 @@ from containers import docker, engine_or_skip
 from docker_build import build_args, make_context
 
 IMAGE = "titans-serve:deploy-test"
+FIGURES: list[str] = []  # what the build measured, for the run's summary
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The image's build time and size at the end of the run, where they are read."""
+    for line in FIGURES:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -27,15 +34,13 @@ def build_context(engine, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def image(build_context, request) -> str:
+def image(build_context) -> str:
     """``docker build`` of the project's Dockerfile, as the README says, plus this machine's build
-    arguments; its time and size go to the test report's header lines."""
+    arguments; its time and size go to the run's summary."""
     arguments = [item for name, value in build_args().items() for item in ("--build-arg", f"{name}={value}")]
     began = time.monotonic()
     docker("build", "--network", "host", "-t", IMAGE, *arguments, str(build_context), timeout=1800)
     seconds = time.monotonic() - began
     size = int(docker("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\ndocker build: {seconds:.0f} s, image {size / 1e6:.0f} MB")
+    FIGURES.append(f"docker build: {seconds:.0f} s, image {size / 1e6:.0f} MB")
     return IMAGE
