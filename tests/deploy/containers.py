@@ -8,6 +8,7 @@ healthcheck's status), each with a generous deadline for a busy 2-core machine.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,6 +26,14 @@ def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)}: exit {done.returncode}\n{done.stdout}{done.stderr}")
     return done
+
+
+def anonymous_volumes(container: str) -> list[str]:
+    """The container's volumes with no name of their own (the image's VOLUME; Docker names them by
+    a hash): removing the container without ``-v`` leaves them behind."""
+    template = '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}'
+    names = docker("inspect", "--format", template, container).stdout.split()
+    return [name for name in names if re.fullmatch(r"[0-9a-f]{64}", name)]
 
 
 def engine_or_skip() -> None:
