@@ -173,7 +173,7 @@ def ingest_event(event: ServerSentEvent) -> IngestProgress | IngestResult:
 
 
 # 429 and 503 answers that sending again cannot help, or that may have applied the request.
-PERMANENT = {"too_many_sessions", "commit_uncertain"}
+PERMANENT = {"too_many_sessions", "tenant_bytes_exceeded", "commit_uncertain"}
 
 
 def error_code(response: httpx.Response) -> str | None:
