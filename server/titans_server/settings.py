@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     )
     cpu_workers: int = Field(1, ge=1, description="processes that tokenise and check JSON bodies")
     max_cpu_jobs_per_tenant: int = Field(
-        16, ge=1, description="requests of one tenant being tokenised or checked at once (else 429)"
+        128, ge=1, description="requests of one tenant being tokenised or checked at once (else 429)"
     )
     max_waiting_per_session: int = Field(
         32, ge=1, description="requests waiting for or holding one session (else 429)"
