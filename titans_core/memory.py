@@ -167,6 +167,10 @@ class NeuralMemory(nn.Module):
                 torch.tensor([momentum_bias] * use_momentum + [decay_bias] * use_decay).unsqueeze(-1)
             )
 
+    def gate_rows(self) -> slice:
+        """The rows of ``to_inputs`` (weight and bias) that make the gates ``theta, eta, alpha``."""
+        return slice(3 * self.heads * self.head_dim, None)
+
     def initial_state(
         self, batch_size: int, device: torch.device | None = None, dtype: torch.dtype | None = None
     ) -> MemoryState:

@@ -163,15 +163,22 @@ def memory_stream(
     filled = 0 if open_chunk is None else open_chunk.length
     first = min(total, chunk_size - filled)  # the rows that close the open chunk, or a first whole one
     bounds = [0, *range(first, total, chunk_size), total] if total else [0]
-    # Whole chunks (two or more) go through _whole_chunks: their gate products at once, the commits
-    # one after another, and every read in one batched product: a few large ops, not many small ones.
+    # Two or more whole chunks: their gate products at once. With gradients (training) they go
+    # through _whole_chunks, every read in one batched product: a few large ops, not many small
+    # ones. Without (inference) chunk by chunk, each commit reusing the memory in place.
     whole = [i for i in range(len(bounds) - 1) if bounds[i + 1] - bounds[i] == chunk_size]
     if len(whole) < 2:
         whole = []
+    batched = None
+    if whole and not torch.is_grad_enabled():
+        rows = slice(bounds[whole[0]], bounds[whole[-1] + 1])
+        split = lambda x: None if x is None else x[:, rows].unflatten(1, (len(whole), chunk_size))  # noqa: E731
+        batched = _LocalCoefficients.of(split(theta), split(eta), split(alpha))
     outputs, norms = [], []
     owned = False  # whether the weights are tensors this call made, free to update in place
     for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
-        if whole and whole[0] <= i <= whole[-1]:
+        in_whole = bool(whole) and whole[0] <= i <= whole[-1]
+        if in_whole and batched is None:
             if i == whole[0]:
                 rows = slice(start, bounds[whole[-1] + 1])
                 y, weights, momentum, squared = _whole_chunks(
@@ -187,7 +194,10 @@ def memory_stream(
                 owned = True
             continue
         rows = slice(start, end)
-        local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
+        if in_whole:
+            local = batched.select(i - whole[0])
+        else:
+            local = _LocalCoefficients.of(*(None if x is None else x[:, rows] for x in (theta, eta, alpha)))
         y, open_chunk, squared = _advance_chunk(
             q[:, rows], k[:, rows], v[:, rows], weights, momentum, open_chunk, local, max_surprise, on_write
         )
@@ -474,6 +484,11 @@ class _LocalCoefficients:
         m = torch.cumprod(eta, dim=-1)
         f = (keep @ m.unsqueeze(-1)).squeeze(-1)
         return cls(keep @ scaled, beta, m, f, scaled[..., -1, :])
+
+    def select(self, index: int) -> _LocalCoefficients:
+        """The coefficients of chunk ``index`` out of many computed at once (dimension 1)."""
+        fields = (self.g, self.beta, self.m, self.f, self.s_end)
+        return _LocalCoefficients(*(None if x is None else x[:, index] for x in fields))
 
 
 def _read(q, weights, momentum, inputs, deltas, g, beta, f) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from titans_core.tokenizer import Tokenizer
-from titans_core.train import dialogue
+from titans_core.train import dialogue, drill
 from titans_core.train.corpus import Document
 from titans_core.train.recall import KINDS, RecallLayout, Sample, make_task, recall_sample
 
@@ -101,8 +101,8 @@ class SampleSource:
         if recall_fraction > 0:  # refuse now what would fail at some random step
             probe = random.Random(0)
             for kind in kinds:
-                if kind in dialogue.KINDS:
-                    self.conversations.sample(probe, kind, seq_len)
+                if kind in dialogue.KINDS or kind in drill.KINDS:
+                    self._conversation(probe, kind)
                     continue
                 tasks = (make_task(probe, kind) for _ in range(50))
                 longest = max(RecallLayout.of(task, tokenizer).overhead() for task in tasks)
@@ -119,10 +119,15 @@ class SampleSource:
         rng = self.rng(index)
         if rng.random() < self.recall_fraction:
             kind = rng.choice(self.kinds)
-            if kind in dialogue.KINDS:
-                return self.conversations.sample(rng, kind, self.seq_len)
+            if kind in dialogue.KINDS or kind in drill.KINDS:
+                return self._conversation(rng, kind)
             return self.recall(rng, kind)
         return Sample(self.window(rng, self.seq_len + 1), [1.0] * self.seq_len)
+
+    def _conversation(self, rng: random.Random, kind: str) -> Sample:
+        if kind in drill.KINDS:
+            return drill.drill_sample(self.conversations, rng, self.seq_len)
+        return self.conversations.sample(rng, kind, self.seq_len)
 
     def window(self, rng: random.Random, length: int) -> list[int]:
         start = rng.randrange(0, len(self.tokens) - length + 1)

@@ -37,7 +37,7 @@ from titans_core.train.data import Batch, SampleSource, TokenCorpus, shard
 from titans_core.train.distributed import Distributed, parameter_digest
 from titans_core.train.evaluate import Evaluator
 from titans_core.train.loss import linear_cross_entropy
-from titans_core.train.optim import learning_rate, make_optimizer
+from titans_core.train.optim import GateRate, learning_rate, make_optimizer
 from titans_core.train.options import TrainOptions
 from titans_core.train.progress import Progress, duration
 
@@ -112,6 +112,7 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
     torch.manual_seed(options.seed)
     model = TitansLM(config, tokenizer).to(device)
     optimizer = make_optimizer(model, options)
+    gate_rate = GateRate(model, options.gate_lr_scale)
     checkpoints = checkpoint_dirs(out) if options.resume else []
     step, tokens, seconds_before = 0, 0, 0.0
     metrics: dict[str, float] = {}
@@ -162,6 +163,7 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
     started = time.perf_counter()
     last_save = time.monotonic()
     window = _Window()
+    gate = _Gate(options.gate_accuracy, options.gate_reports)
     failures = 0
     newest: Path | None = None
     model.train()
@@ -188,7 +190,7 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
                 window.add(loss, losses, predicted, batch)
             norm = nn.utils.clip_grad_norm_(model.parameters(), options.clip or math.inf)
             if torch.isfinite(norm):  # the same on every rank: the gradients are already averaged
-                optimizer.step()
+                gate_rate.step(optimizer)
                 failures = 0
             else:
                 failures += 1
@@ -221,8 +223,12 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
                     f" | ETA {duration(eta)}"
                 )
                 progress.record({"step": step, "tokens": tokens, "lr": rate, **report})
+                if gate.passes(report["answer_accuracy"]):
+                    progress.write(f"gate open at step {step}: answer accuracy >= {options.gate_accuracy}")
+                    progress.record({"event": "gate", "open": True, "step": step})
+                    limit = step
 
-            if (options.eval_every and step % options.eval_every == 0) or step == options.steps:
+            if (options.eval_every and step % options.eval_every == 0) or step == options.steps or gate.open:
                 metrics = evaluator(model, dist)
                 if metrics:
                     shown = " | ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -253,7 +259,10 @@ def _train(options: TrainOptions, dist: Distributed, device_kind: str) -> TrainR
         raise RuntimeError(f"the ranks' parameters differ after step {step}: {digests}")
     if dist.world > 1:
         progress.write(f"parameters identical on all {dist.world} ranks (sha256 {digests[0][:16]})")
-    finished = step >= options.steps
+    finished = step >= options.steps or gate.open
+    if options.gate_accuracy is not None and step >= options.steps and not gate.open and dist.main:
+        progress.write(f"gate still shut at the step cap ({options.steps}): the stage ends anyway")
+        progress.record({"event": "gate", "open": False, "step": step})
     export = None
     if finished and dist.main and (step > first_step or not (out / FINAL_DIR).is_dir()):
         export = out / FINAL_DIR
@@ -419,6 +428,21 @@ class _Window:
         }
         self.__init__()
         return report
+
+
+class _Gate:
+    """A curriculum stage's gate: open once ``reports`` log windows in a row reach ``accuracy``."""
+
+    def __init__(self, accuracy: float | None, reports: int):
+        self.accuracy, self.reports, self.streak, self.open = accuracy, reports, 0, False
+
+    def passes(self, measured: float | None) -> bool:
+        """Count a report's answer accuracy (None: no answer seen); True once the gate opens."""
+        if self.accuracy is None or self.open:
+            return False
+        self.streak = self.streak + 1 if measured is not None and measured >= self.accuracy else 0
+        self.open = self.streak >= self.reports
+        return self.open
 
 
 class _StopRequest:

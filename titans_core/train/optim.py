@@ -1,4 +1,5 @@
-"""AdamW with decay on the weight matrices only, and the learning rate at each step.
+"""AdamW with decay on the weight matrices only, the memories' gates at a rate of their own, and
+the learning rate at each step.
 
 The schedule is a pure function of the step (linear warmup from 0, then a cosine to ``min_lr`` at
 the last step), so resuming needs no scheduler state beyond the step itself.
@@ -11,6 +12,7 @@ import math
 import torch
 from torch import nn
 
+from titans_core.memory import NeuralMemory
 from titans_core.train.options import TrainOptions
 
 
@@ -28,6 +30,35 @@ def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.AdamW
         {"params": [p for p in parameters if id(p) not in decayed], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=options.lr, betas=(options.beta1, options.beta2))
+
+
+class GateRate:
+    """The memories' gate rows learn at ``scale`` times the rate of the rest.
+
+    Those rows share ``to_inputs`` with q, k and v, so no parameter group can hold them alone;
+    instead each step's change of them is scaled by ``scale``: for AdamW exactly a learning rate
+    ``scale`` times larger (weight decay included), with the moments kept as they are.
+    """
+
+    def __init__(self, model: nn.Module, scale: float):
+        self.scale = scale
+        self.rows = [
+            (parameter, module.gate_rows())
+            for module in model.modules()
+            if isinstance(module, NeuralMemory)
+            for parameter in (module.to_inputs.weight, module.to_inputs.bias)
+        ]
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``, then the gate rows' change scaled."""
+        if self.scale == 1:
+            optimizer.step()
+            return
+        with torch.no_grad():
+            before = [parameter[rows].clone() for parameter, rows in self.rows]
+            optimizer.step()
+            for (parameter, rows), old in zip(self.rows, before):
+                parameter[rows] = torch.lerp(old, parameter[rows], self.scale)
 
 
 def learning_rate(step: int, options: TrainOptions) -> float:

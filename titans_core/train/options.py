@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from titans_core.config import TitansConfig
-from titans_core.train import dialogue, recall
+from titans_core.train import dialogue, drill, recall
 
-KINDS = recall.KINDS + dialogue.KINDS
+KINDS = recall.KINDS + dialogue.KINDS + drill.KINDS
 
 # Options that only change how a run is watched or paced, not what it computes: a resumed run may
 # give them new values. Every other option must match the run being resumed.
@@ -72,6 +72,14 @@ class TrainOptions:
     # loss weight of each answer token relative to a text token: a few answer tokens against thousands
     # of text tokens in a sequence need a large weight to be learnt in a short run
     answer_weight: float = 50.0
+    # a curriculum stage's gate: the run ends (and exports) once the teacher-forced whole-answer
+    # accuracy of ``gate_reports`` log windows in a row reaches ``gate_accuracy``; ``steps`` is the
+    # stage's cap, where it ends anyway and says the gate stayed shut. None: no gate.
+    gate_accuracy: float | None = None
+    gate_reports: int = 3
+    # the memories' gates (inner learning rate, momentum, forgetting) learn at lr * gate_lr_scale:
+    # at the shared rate they barely move (issue 25)
+    gate_lr_scale: float = 1.0
     val_fraction: float = 0.02  # held-out tail of the token stream
     seed: int = 0
     # runtime (see RUNTIME_FIELDS)
@@ -117,6 +125,16 @@ class TrainOptions:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 <= value < 1 + (name == "recall_fraction"):
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if self.gate_accuracy is not None and not 0 < self.gate_accuracy <= 1:
+            raise ValueError(f"gate_accuracy must be in (0, 1] or None, got {self.gate_accuracy!r}")
+        if (
+            isinstance(self.gate_reports, bool)
+            or not isinstance(self.gate_reports, int)
+            or self.gate_reports < 1
+        ):
+            raise ValueError(f"gate_reports must be a positive integer, got {self.gate_reports!r}")
+        if not isinstance(self.gate_lr_scale, int | float) or not 0 < self.gate_lr_scale < math.inf:
+            raise ValueError(f"gate_lr_scale must be a positive finite number, got {self.gate_lr_scale!r}")
         if self.max_distance is not None and self.max_distance < self.min_distance:
             raise ValueError(f"max_distance {self.max_distance} is below min_distance {self.min_distance}")
         unknown = sorted(set(self.recall_kinds) - set(KINDS))
