@@ -10,7 +10,8 @@ whole-answer accuracy over three log windows in a row) or at its step cap, which
 
 - ``copy``: dense drills asked within the attention span (distance <= 40 tokens): copying first;
 - ``cross``: the same drills asked 64-256 tokens later: across one to four segments;
-- ``far``: drills and conversations asked >= 256 tokens later (about 45% of distances >= 512).
+- ``far``: drills and conversations asked >= 256 tokens later, in 2,048-token sequences (most
+  distances >= 512).
 
 About 15% of the sequences stay plain text. Kill it at any time (SIGTERM saves a checkpoint) and
 run the same command again: a finished stage is skipped, an interrupted one resumes. ``--until``
@@ -90,8 +91,8 @@ STAGES = [
         dict(
             recall_kinds=["drill", "drill", "chat", "document", "passkey-chat"],
             min_distance=256,
-            seq_len=1024,
-            batch_size=8,
+            seq_len=2048,  # a chat with a fact 256+ bytes back does not fit 1,024 bytes
+            batch_size=4,
             steps=4000,
             lr=1.5e-3,
             min_lr=1.5e-4,
