@@ -50,6 +50,11 @@ def load_model(name: str, device: str) -> tuple[TitansLM, str]:
     return model.to(target).eval(), model_id
 
 
+# How long shutdown waits for the engine's current step (a piece is well under a second on an idle
+# machine); requests still running were cancelled by then, so nothing waits for its result.
+ENGINE_STOP_SECONDS = 2.0
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -86,7 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             engine.step_observer = metrics.observe_step
             engine.start()
-            cleanup.push_async_callback(asyncio.to_thread, engine.stop)  # off the event loop
+            cleanup.push_async_callback(asyncio.to_thread, engine.stop, ENGINE_STOP_SECONDS)
             policy = history.Policy(
                 settings.history_versions, settings.history_max_bytes, settings.max_tenant_bytes
             )

@@ -72,7 +72,7 @@ async def run_jobs(model: TitansLM, jobs: list[Job]) -> list[Job]:
     try:
         return await asyncio.gather(*(engine.run(job) for job in jobs))
     finally:
-        engine.stop()
+        assert engine.stop(timeout=60)
 
 
 def test_a_poisoned_ingestion_fails_with_nothing_to_commit(model):

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -139,3 +140,42 @@ def test_sigterm_drains_requests_within_the_deadline(start_server, tmp_path):
     assert httpx.get(restarted.url + "/v1/sessions/short").json()["version"] == 1
     long_session = httpx.get(restarted.url + "/v1/sessions/long")
     assert long_session.status_code == (200 if long_result.status_code == 200 else 404)
+
+
+def test_sigterm_does_not_wait_for_a_long_engine_step(start_server, tmp_path):
+    """A step cannot be interrupted, and one prefill piece can outlast ``docker stop``'s 10 s on a
+    loaded machine: the server leaves it behind (nothing of it is committed) and exits cleanly."""
+    data = tmp_path / "data"
+    piece = 131_072  # one step of ~30 s for tiny-random (a token per byte) on an idle core
+    server = start_server(data, "--shutdown-timeout", "1", "--prefill-piece-tokens", str(piece))
+    document = ("The harbour keeps a ledger of every ship. " * 4000)[:piece]
+    done: dict = {}
+
+    def ingest() -> None:
+        try:
+            done["status"] = httpx.post(
+                f"{server.url}/v1/sessions/ledger/ingest", content=document, timeout=120
+            ).status_code
+        except httpx.HTTPError as error:
+            done["status"] = type(error).__name__
+
+    def engine_busy() -> bool:
+        return "titans:requests_running 1.0" in httpx.get(server.url + "/metrics").text
+
+    worker = threading.Thread(target=ingest)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not engine_busy():
+        assert time.monotonic() < deadline, "the ingest never reached the engine"
+        time.sleep(0.05)
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(60)
+    seconds = time.monotonic() - began
+    worker.join(60)
+    assert server.process.returncode in (0, -signal.SIGTERM), server.process.returncode  # no crash
+    assert seconds < 15, f"shutdown took {seconds:.1f} s: it waited for the engine's step"
+    assert done["status"] != 200  # cut off or told 503: not committed
+    assert redis_servers_on(data) == []
+    restarted = start_server(data)
+    assert httpx.get(restarted.url + "/v1/sessions/ledger").status_code == 404  # never committed
