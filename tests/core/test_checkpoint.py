@@ -93,7 +93,8 @@ def test_the_shipped_default_is_small_trained_and_carded():
         logits, state = model(tokens)
     assert torch.isfinite(logits).all() and state.position == tokens.shape[1]
     assert state.nbytes() <= 2 * 2**20  # a session's state, mid-segment
-    assert sorted(p.name for p in directory.parent.iterdir() if p.is_dir()) == ["default"]
+    checkpoints = sorted(p.name for p in directory.parent.iterdir() if shipped(p.name) is not None)
+    assert checkpoints == ["default"]  # tiny-random ships only its tokenizer: its weights are seeded
     assert shipped("../default") is None and shipped("/etc") is None  # bare names only
 
 
