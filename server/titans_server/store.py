@@ -9,7 +9,9 @@ entry that may lapse: a session with a TTL, or a creation in flight. A new sessi
 in the index atomically (the cap is checked and the id added in one script) before its state is
 written, and confirms it after; an entry whose deadline passed is dropped whenever the tenant is
 counted. So the cap holds under any number of concurrent creations, and a creation that never
-landed frees its place after :data:`CREATION_GRACE_MS`.
+landed frees its place after :data:`CREATION_GRACE_MS`. The same slot holds each session's bytes
+(state and kept versions, :mod:`titans_server.history`) and their running total, for the tenant's
+byte quota: updated after each commit, on delete, and when a lapsed session is pruned.
 
 ``version`` grows by exactly one per committed change, and a commit only lands on the version it
 was computed from, so no update is ever lost.
@@ -77,13 +79,19 @@ return {tonumber(redis.call('HGET', KEYS[1], 'version')), history_bytes}
 )
 
 
-# Drop the index entries whose deadline passed (KEYS[1] index, KEYS[2] expiry; `now` in ms).
+# Drop the index entries whose deadline passed, and their bytes from the tenant's total (KEYS[1]
+# index, KEYS[2] expiry, KEYS[3] each session's bytes, KEYS[4] their total; `now` in ms).
 _PRUNE = """
 local entries = redis.call('HGETALL', KEYS[2])
 for i = 1, #entries, 2 do
   if tonumber(entries[i + 1]) < now then
     redis.call('ZREM', KEYS[1], entries[i])
     redis.call('HDEL', KEYS[2], entries[i])
+    local held = redis.call('HGET', KEYS[3], entries[i])
+    if held then
+      redis.call('DECRBY', KEYS[4], held)
+      redis.call('HDEL', KEYS[3], entries[i])
+    end
   end
 end
 """
@@ -110,30 +118,35 @@ redis.call('HSET', KEYS[2], ARGV[1], until_)
 return 1
 """
 )
-# KEYS: index, expiry, bytes. ARGV: id, created_at, deadline (ms; 0: none), the session's bytes
-# (state and history). After a commit landed.
+# KEYS: index, expiry, bytes, total. ARGV: id, created_at, deadline (ms; 0: none), the session's
+# bytes (state and history). After a commit landed.
 _CONFIRM = """
 redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 if tonumber(ARGV[3]) > 0 then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 else redis.call('HDEL', KEYS[2], ARGV[1]) end
+local before = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+redis.call('INCRBY', KEYS[4], tonumber(ARGV[4]) - before)
+"""
+# KEYS: index, expiry, bytes, total. ARGV: id. A deleted session leaves the index and the total.
+_FORGET = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local held = redis.call('HGET', KEYS[3], ARGV[1])
+if held then
+  redis.call('DECRBY', KEYS[4], held)
+  redis.call('HDEL', KEYS[3], ARGV[1])
+end
 """
 # KEYS: index, expiry. ARGV: now (ms). The tenant's sessions.
 _COUNT = "local now = tonumber(ARGV[1])" + _PRUNE + "return redis.call('ZCARD', KEYS[1])"
-# KEYS: index, expiry, bytes. ARGV: now (ms), a session id. The bytes the tenant's other sessions
-# hold (states and history); entries of sessions gone from the index are dropped.
-_OTHERS_BYTES = (
-    "local now = tonumber(ARGV[1])"
-    + _PRUNE
-    + """
-local held, total = redis.call('HGETALL', KEYS[3]), 0
-for i = 1, #held, 2 do
-  if not redis.call('ZSCORE', KEYS[1], held[i]) then redis.call('HDEL', KEYS[3], held[i])
-  elseif held[i] ~= ARGV[2] then total = total + tonumber(held[i + 1]) end
-end
-return total
+# KEYS: index, expiry, bytes, total. ARGV: a session id. The bytes the tenant's other sessions hold
+# (states and history): a running total, O(1) however many sessions (lapsed ones leave it when the
+# tenant is next counted).
+_OTHERS_BYTES = """
+local held = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+return tonumber(redis.call('GET', KEYS[4]) or '0') - held
 """
-)
 
 # Leases whose release failed, remembered to take back (each runs out after its TTL anyway).
 UNRELEASED_KEPT = 10_000
@@ -334,9 +347,9 @@ class SessionStore:
 
     @staticmethod
     def _index(tenant: str) -> list[str]:
-        """The tenant's index, its deadlines and each session's bytes: one slot, so one script
-        updates them together."""
-        return [f"titans:{{{tenant}}}:sessions", f"titans:{{{tenant}}}:expiry", f"titans:{{{tenant}}}:bytes"]
+        """The tenant's index, its deadlines, each session's bytes and their total: one slot, so one
+        script updates them together."""
+        return [f"titans:{{{tenant}}}:{name}" for name in ("sessions", "expiry", "bytes", "bytes_total")]
 
     def _session_keys(self, tenant: str, session: str) -> list[str]:
         """The keys of a session: meta, state, history, history states."""
@@ -426,7 +439,7 @@ class SessionStore:
         index = self._index(tenant)
         room = -1
         if self.history.tenant_bytes:
-            others = await self._call(self._script(_OTHERS_BYTES, index, _now_ms(), meta.id))
+            others = await self._call(self._script(_OTHERS_BYTES, index, meta.id))
             room = max(0, self.history.tenant_bytes - others)
         if expected == -1:  # a place in the index first: a lapsed entry is harmless, an unindexed session not
             args = [meta.id, meta.created_at, -1 if limit is None else limit, _now_ms(), CREATION_GRACE_MS]
@@ -514,10 +527,7 @@ class SessionStore:
         key = self._key(tenant, session)
         self.cache.drop(key)
         removed = await self._call(self.redis.delete(*self._session_keys(tenant, session)))
-        index, expiry, held = self._index(tenant)
-        unindex = self.redis.pipeline(transaction=False)  # one slot, one round trip
-        unindex.zrem(index, session).hdel(expiry, session).hdel(held, session)
-        await self._call(unindex.execute())
+        await self._call(self._script(_FORGET, self._index(tenant), session))
         return removed > 0
 
     async def versions(self, tenant: str, session: str) -> list[history.Version] | None:
@@ -539,7 +549,7 @@ class SessionStore:
 
     async def count(self, tenant: str) -> int:
         """The tenant's sessions, those whose TTL ran out (or whose creation never landed) dropped."""
-        return await self._call(self._script(_COUNT, self._index(tenant)[:2], _now_ms()))
+        return await self._call(self._script(_COUNT, self._index(tenant), _now_ms()))
 
     async def list(
         self, tenant: str, after: str | None, limit: int

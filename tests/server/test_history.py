@@ -5,6 +5,7 @@ bounded, survives a restart, goes with its session, and stays within its tenant.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import redis
@@ -247,3 +248,18 @@ def test_kept_versions_expire_with_their_session(server, client, session_id):
     prefix = f"titans:{{default:{session_id}}}"
     deadlines = [store.pttl(f"{prefix}:{part}") for part in ("meta", "history", "history:states")]
     assert all(0 < ms <= 3_600_000 for ms in deadlines) and max(deadlines) - min(deadlines) < 5_000
+
+
+def test_a_lapsed_session_leaves_its_tenants_bytes(server, client, session_id):
+    store = redis.Redis(unix_socket_path=str(server.data_dir / "redis.sock"))
+    held, total, expiry = "titans:{default}:bytes", "titans:{default}:bytes_total", "titans:{default}:expiry"
+    client.post("/v1/sessions", json={"id": session_id, "ttl_seconds": 1})
+    ingest(client, session_id)
+    mine, before = int(store.hget(held, session_id)), int(store.get(total))
+    assert mine > 0
+    deadline = time.monotonic() + 60
+    while int(store.hget(expiry, session_id)) >= time.time() * 1000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.get(f"/v1/sessions/{session_id}").status_code == 404
+    client.post("/v1/sessions", json={"id": session_id + "-next"})  # counting the tenant prunes it
+    assert store.hget(held, session_id) is None and int(store.get(total)) == before - mine
