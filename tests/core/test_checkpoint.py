@@ -116,7 +116,7 @@ def test_the_shipped_default_recalls_a_number_told_calls_before():
     """What its model card claims: a locker code told in chat, then calls of small talk and a
     passage taking the conversation segments past it, where attention cannot see it."""
     model = TitansLM.from_pretrained("default").eval()
-    rng, right = random.Random(), 0
+    rng, right = random.Random(torch.initial_seed()), 0  # the seed a failure report names
     for _ in range(20):
         code = str(rng.randrange(1000, 10000))
         _, state = say(model, None, f"My locker code is {code}.")
