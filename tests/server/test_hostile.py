@@ -197,7 +197,7 @@ def test_a_connection_must_send_its_headers_in_time(guarded):
     with raw_connection(guarded.url) as trickling:
         assert 0.9 < closed_after(trickling, b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 1000) < 30
     with raw_connection(guarded.url) as kept:
-        kept.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        kept.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert kept.recv(65536).startswith(b"HTTP/1.1 200")
         kept.sendall(b"GET /health HTTP/1.1\r\n")
         assert 0.9 < closed_after(kept) < 30
@@ -205,14 +205,14 @@ def test_a_connection_must_send_its_headers_in_time(guarded):
 
 def test_an_idle_connection_is_closed_after_its_response(guarded):
     with raw_connection(guarded.url) as idle:
-        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")
         assert 0.9 < closed_after(idle) < 30  # --keep-alive-timeout 1
 
 
 def test_a_request_head_over_the_limit_is_refused(guarded):
     with raw_connection(guarded.url) as big:
-        big.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)
+        big.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 8192)
         assert big.recv(65536).startswith(b"HTTP/1.1 400")
     with httpx.Client(base_url=guarded.url) as http:  # under it: served
         assert http.get("/health", headers={"X-Fit": "a" * 3000}).status_code == 200
@@ -222,7 +222,7 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_read(guarded):
     """The 401 comes while the declared 4 MB body is still unsent: nothing of it was read or parsed."""
     with raw_connection(guarded.url) as keyless:
         keyless.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 4000000\r\n\r\n{"
         )
         answer = read_response(keyless)
