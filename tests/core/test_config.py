@@ -55,7 +55,10 @@ def test_invalid_values_raise_naming_the_field(fields, named):
 
 
 def test_segment_size_only_binds_mac():
-    TitansConfig(variant="MAG", chunk_size=48, segment_size=256)
+    mag = TitansConfig(variant="MAG", chunk_size=48, segment_size=256)
+    assert (mag.chunk_size, mag.segment_size) == (48, 256)
+    with pytest.raises(ValueError, match="multiple of chunk_size"):
+        TitansConfig(variant="MAC", chunk_size=48, segment_size=256)
 
 
 @pytest.mark.parametrize(

@@ -68,8 +68,16 @@ def test_a_chat_asks_its_facts_far_beyond_the_attention_span(source):
     assert min(distances) < 64 and max(distances) > 512
 
 
-def test_samples_are_reproducible(source):
-    assert [source[i].tokens for i in range(10)] == [source[i].tokens for i in range(10)]
+def test_samples_are_reproducible(tokenizer, source):
+    def built(seed: int) -> SampleSource:
+        tokens = torch.tensor(tokenizer.encode(TEXT))
+        return SampleSource(
+            tokens, tokenizer, 1024, seed=seed, recall_fraction=1.0, answer_weight=30.0, kinds=dialogue.KINDS
+        )
+
+    again, other = built(3), built(4)  # ``source`` is seed 3, built apart
+    assert [again[i].tokens for i in range(10)] == [source[i].tokens for i in range(10)]
+    assert [other[i].tokens for i in range(10)] != [source[i].tokens for i in range(10)]
 
 
 @pytest.mark.parametrize("kind", dialogue.FACT_KINDS)
@@ -80,6 +88,32 @@ def test_training_never_draws_a_held_out_value_and_evaluation_only_those(kind):
     assert not any(dialogue.held_out(kind, v) for v in trained)
     assert all(dialogue.held_out(kind, v) for v in held)
     assert len(set(held)) > 50  # many different values, from many locales
+
+
+def test_the_held_out_split_is_an_eighth_of_the_values():
+    rng = random.Random(5)
+    values = [str(rng.randrange(10**5, 10**6)) for _ in range(4000)]
+    share = sum(dialogue.held_out("number", v) for v in values) / len(values)
+    assert 0.1 < share < 0.15  # 1/8, as HELD_OUT_EIGHTHS says
+
+
+def test_the_training_source_asks_only_training_values(tokenizer, source):
+    """Read back from what training is fed: each supervised answer decoded to its value (passkeys,
+    random digits in training and evaluation alike, left aside)."""
+    answers = []
+    for index in range(150):
+        sample = source[index]
+        targets = sample.tokens[1:]
+        for start, end in sample.answers:
+            if not tokenizer.decode(targets[max(0, start - 6) : start]).endswith("passkey is "):
+                answers.append(tokenizer.decode(targets[start:end]).strip())
+    numbers = [a for a in answers if a.isdigit()]
+    words = [a for a in answers if not a.isdigit()]
+    assert len(numbers) > 50 and len(words) > 50
+    assert not any(dialogue.held_out("number", n) for n in numbers)
+    # a name or city: held out as neither kind (one string both held-out kinds is 1 in 64)
+    assert not any(dialogue.held_out("name", w) and dialogue.held_out("city", w) for w in words)
+    assert sum(dialogue.held_out("name", w) or dialogue.held_out("city", w) for w in words) < len(words) / 3
 
 
 def test_held_out_names_include_ones_of_several_tokens(tokenizer):
