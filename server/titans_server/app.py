@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             engine.step_observer = metrics.observe_step
             engine.start()
+            app.state.engine = engine
             cleanup.push_async_callback(asyncio.to_thread, engine.stop, ENGINE_STOP_SECONDS)
             policy = history.Policy(
                 settings.history_versions, settings.history_max_bytes, settings.max_tenant_bytes

@@ -112,12 +112,16 @@ class Engine:
         """Fail what is left at the end of the current step; False if that step outlasts ``timeout``.
 
         A step cannot be interrupted, and on a loaded machine one prefill piece can take longer
-        than ``docker stop`` waits: the server then exits without the (daemon) thread, which is
-        safe, because the engine never commits anything itself.
+        than ``docker stop`` waits: the server then exits without the thread (see ``__main__``),
+        which is safe, because the engine never commits anything itself.
         """
         self._inbox.put(None)
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return not self.running
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def submit(self, job: Job) -> None:
         if job.params is not None:

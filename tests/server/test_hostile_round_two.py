@@ -201,9 +201,10 @@ def chat_seconds(url: str, key: str, count: int) -> list[float]:
     return seconds
 
 
-def within_baseline(attacked: list[float], baseline: list[float], margin: float = 1.0) -> bool:
+def within_baseline(attacked: list[float], baseline: list[float], margin: float = 2.0) -> bool:
     """The median under attack within twice the median of the same run's baseline, plus a margin
-    for a busy machine (issue 27 measured 0.2 s becoming 7.7-16 s)."""
+    for a busy machine, whose load moves between the two measurements (1.7 s against 0.27 s was
+    seen once at load 10); issue 27 measured 0.2 s becoming 7.7-16 s."""
     return statistics.median(attacked) <= 2 * statistics.median(baseline) + margin
 
 
@@ -212,7 +213,7 @@ def test_one_tenants_refused_ingests_do_not_slow_another_tenants_chats(two_tenan
     refused (413); tenant B's chats, measured before and during the attack, stay near baseline."""
     url = two_tenants.url
     document = ("lorem ipsum dolor sit amet " * 120_000).encode()  # 3.2 MB: 413 at 200,000 tokens
-    baseline = chat_seconds(url, KEYS["tenant-b"], 5)
+    baseline = chat_seconds(url, KEYS["tenant-b"], 7)
     stop, refused, statuses = threading.Event(), threading.Event(), []
 
     def attacker() -> None:
@@ -231,7 +232,7 @@ def test_one_tenants_refused_ingests_do_not_slow_another_tenants_chats(two_tenan
     try:
         assert refused.wait(120), "the attack never got an answer"
         with HealthProbe(url) as probe:
-            attacked = chat_seconds(url, KEYS["tenant-b"], 5)
+            attacked = chat_seconds(url, KEYS["tenant-b"], 7)
     finally:
         stop.set()
         for thread in attackers:
