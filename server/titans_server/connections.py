@@ -68,6 +68,11 @@ class GuardedH11(H11Protocol):
             self._body_check = self.loop.call_later(self.body_rate_window, self._check_body_rate)
 
     def on_response_complete(self) -> None:
+        # Bytes behind a fully read request are the next one's head, pipelined: not yet counted.
+        buffered = bytes(self.conn.trailing_data[0]) if self.conn.their_state is h11.DONE else b""
+        if buffered and not self._head_fits(buffered):
+            self._refuse(400, "header_too_large", f"the request head is over {self.max_header_bytes} bytes")
+            return
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._arm()  # the next request's head

@@ -310,6 +310,22 @@ def test_a_request_head_over_the_limit_is_refused_however_it_arrives(server, hea
     assert answer.startswith(b"HTTP/1.1 400") and b"header_too_large" in answer, answer[:200]
 
 
+def test_a_pipelined_request_head_over_the_limit_is_refused(server):
+    """A small request and a 100 KB head behind it in one write: the first is served, the second
+    refused (h11 parses a buffered head whole, past the limit for heads still arriving)."""
+    small = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    big = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + "a" * 100_000 + "\r\n\r\n"
+    with raw_connection(server.url) as connection:
+        connection.sendall((small + big).encode())
+        connection.settimeout(10)
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := connection.recv(65536):  # until the server closes the connection
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert answer.count(b"HTTP/1.1 ") == 2 and b"HTTP/1.1 400" in answer and b"header_too_large" in answer
+
+
 def test_two_authorization_headers_are_refused(two_tenants):
     """Which key names the tenant? Neither: the request is refused (the last one used to decide)."""
     both = httpx.Headers(
