@@ -72,6 +72,19 @@ class Playground:
         expect(self.by("session-id")).not_to_have_text(before, timeout=WAIT_MS)
         return self.picked()
 
+    def pick(self, session_id: str) -> None:
+        """Picks a session made elsewhere, paging the list ("More sessions") until it shows: the
+        suite's shared server holds many sessions, and the list shows 20 a page."""
+        item = self.by("session-list").locator(f"li[data-session-id='{session_id}'] button")
+        more = self.page.locator("#more-sessions")
+        expect(self.by("session-list").locator("li").first).to_be_visible(timeout=WAIT_MS)
+        while item.count() == 0:
+            expect(more).to_be_visible(timeout=WAIT_MS)  # not there, and no further page: fail
+            shown = self.by("session-list").locator("li").count()
+            more.click()
+            expect(self.by("session-list").locator("li")).not_to_have_count(shown, timeout=WAIT_MS)
+        item.click()
+
     def chat(self, text: str, max_tokens: int = 40):
         """Sends ``text`` with Enter and waits for the whole reply; returns the reply's element."""
         self.page.get_by_label("Reply up to").fill(str(max_tokens))
@@ -356,7 +369,7 @@ def test_a_session_used_through_the_api_says_its_log_is_this_tabs(server, open_p
     assert meta["version"] == 2
     playground = open_playground(server)
     expect(playground.by("chat-about")).to_contain_text("not its transcript")
-    playground.by("session-list").locator(f"li[data-session-id='{session_id}'] button").click()
+    playground.pick(session_id)
     past = playground.page.locator("#chat-log .note")
     expect(past).to_contain_text(f"version 2, {meta['tokens_seen']:,} tokens", timeout=WAIT_MS)
     expect(past).to_contain_text("no transcript")
