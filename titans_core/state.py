@@ -144,9 +144,9 @@ def _safetensors(tensors: dict[str, Tensor], metadata: dict[str, str]) -> bytes:
 
     ``safetensors.torch.save`` wants contiguous tensors of their own (a state's are often views)
     and copies them twice more on the way: 17 ms for the default model's 8.9 MB state against
-    2 ms here, with no numpy (the core does not depend on it). The layout is the format's own (a little-endian u64 header size, the JSON header
-    padded with spaces to 8 bytes, the data in header order), and safetensors reads it back
-    (tested).
+    2 ms here, with no numpy (the core does not depend on it). The layout is the format's own (a
+    little-endian u64 header size, the JSON header padded with spaces to 8 bytes, the data in
+    header order), and safetensors reads it back (tested).
     """
     header: dict[str, object] = {"__metadata__": metadata}
     offset, pieces, held = 0, [], []
